@@ -67,11 +67,12 @@ impl ClientIdentity {
         I: IntoIterator<Item = &'a [u8]>,
         I::IntoIter: DoubleEndedIterator,
     {
-        self.normalize(self.real_address(peer, values))
+        self.normalize(self.address(peer, values))
     }
 
-    /// The client address before IPv6 aggregation.
-    fn real_address<'a, I>(&self, peer: IpAddr, values: I) -> IpAddr
+    /// The client's real address (for `X-Real-IP` and logs), before IPv6 aggregation; use
+    /// [`ClientIdentity::normalize`] on it for the identity key.
+    pub fn address<'a, I>(&self, peer: IpAddr, values: I) -> IpAddr
     where
         I: IntoIterator<Item = &'a [u8]>,
         I::IntoIter: DoubleEndedIterator,

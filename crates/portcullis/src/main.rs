@@ -1,1 +1,71 @@
-fn main() {}
+//! portcullis: an inline gateway that replaces nginx + fail2ban in front of an API server.
+#![forbid(unsafe_code)]
+
+mod access_log;
+mod config;
+mod filters;
+mod inflight;
+mod logging;
+mod metrics;
+mod proxy;
+mod routes;
+mod runtime;
+mod serve;
+mod upstream;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// portcullis: rate limiting, probe blocking and fail2ban-style bans in one reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and exit: 0 when valid, 1 with every error otherwise.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/portcullis/portcullis.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match config::Settings::load(&config) {
+            Ok(settings) => {
+                println!(
+                    "{}: ok ({} listener(s), {} route(s), {} upstream(s))",
+                    config.display(),
+                    settings.server.listen.len() + settings.server.tls.len(),
+                    settings.routes.len(),
+                    settings.upstreams.len(),
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!(
+                    "{}: {} error(s); configuration is NOT valid",
+                    config.display(),
+                    errors.errors.len()
+                );
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => serve::run(&config),
+    }
+}

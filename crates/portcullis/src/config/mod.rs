@@ -1,0 +1,262 @@
+//! Configuration: the TOML file users write, and the validated settings the gateway runs on.
+//!
+//! Loading is two steps, as in river: [`raw`] mirrors the file (serde, unknown keys rejected)
+//! and [`Settings::from_raw`] checks every value, collecting *all* problems at once so that
+//! `portcullis check` can list them like `nginx -t`. Every error names its key path and, where
+//! the file has it, the line.
+
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use portcullis_policy::client::ClientIdentity;
+
+pub use validate::locate;
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `rate_limit.per_ip.rate` or `route[1].upstream`.
+    pub key: String,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong, in words a user can act on.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    /// The file the errors refer to.
+    pub path: PathBuf,
+    /// The problems, in file order where known.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {e}", self.path.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Validated settings for the whole gateway.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listeners, state, threads, shutdown.
+    pub server: ServerSettings,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// The admin API listener, if configured.
+    pub admin: Option<AdminSettings>,
+    /// How the client address is found.
+    pub client_ip: ClientIdentity,
+    /// Upstream server groups, by position (routes refer to them by index).
+    pub upstreams: Vec<UpstreamSettings>,
+    /// Routes in file order.
+    pub routes: Vec<RouteSettings>,
+    /// Concurrency caps.
+    pub inflight: InflightSettings,
+    /// Access log.
+    pub access_log: AccessLogSettings,
+    /// Diagnostic logging.
+    pub log: LogSettings,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Plain-HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// TLS listeners.
+    pub tls: Vec<TlsListener>,
+    /// Where bans and offender history persist; `None` keeps them in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Worker threads for the proxy.
+    pub threads: usize,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Idle upstream connections kept for reuse.
+    pub upstream_keepalive: usize,
+}
+
+/// One TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// File holding the bearer token, if any.
+    pub token_file: Option<PathBuf>,
+}
+
+/// One `[[upstream]]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Name routes refer to.
+    pub name: String,
+    /// Resolved server addresses.
+    pub servers: Vec<SocketAddr>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout for each read from the upstream.
+    pub read_timeout: Duration,
+    /// How long a server that refused a connection is skipped.
+    pub down_for: Duration,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Label used in metrics and logs (`host` + `path`, or `name`).
+    pub name: String,
+    /// Host header to match (lower case, no port); `None` matches any.
+    pub host: Option<String>,
+    /// Path prefix.
+    pub path: String,
+    /// Index into [`Settings::upstreams`].
+    pub upstream: usize,
+    /// Indices into [`Settings::zones`].
+    pub zones: Vec<usize>,
+}
+
+/// What to do with a request that matched a probe rule or a ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Answer with this status.
+    Status(u16),
+    /// Close the connection without answering (nginx's 444).
+    Drop,
+}
+
+impl Refusal {
+    /// The status recorded in logs and metrics: 444 for a drop, as nginx logs it.
+    pub fn log_status(self) -> u16 {
+        match self {
+            Refusal::Status(s) => s,
+            Refusal::Drop => 444,
+        }
+    }
+}
+
+/// `[inflight]`: concurrency caps (nginx `limit_conn`).
+#[derive(Debug, Clone, Default)]
+pub struct InflightSettings {
+    /// Requests one client may have in flight at once; 0 = unlimited.
+    pub per_client: usize,
+    /// Requests the whole gateway forwards at once; 0 = unlimited.
+    pub total: usize,
+    /// Status for a request refused by a cap.
+    pub status: u16,
+}
+
+/// Access log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx "combined" with the portcullis decision appended.
+    Combined,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Clone)]
+pub struct AccessLogSettings {
+    /// `None` = off; `Some(None)` = stdout; `Some(Some(path))` = that file.
+    pub target: Option<Option<PathBuf>>,
+    /// Line format.
+    pub format: AccessLogFormat,
+}
+
+/// Diagnostic log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Line format.
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `portcullis=debug`.
+    pub level: String,
+}
+
+impl Settings {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            path: path.to_path_buf(),
+            errors: vec![ConfigError {
+                key: "(file)".into(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Settings::parse(&text, base).map_err(|errors| ConfigErrors {
+            path: path.to_path_buf(),
+            errors,
+        })
+    }
+
+    /// Parses and validates configuration text; relative paths in it are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Settings, Vec<ConfigError>> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            vec![ConfigError {
+                key: raw::error_key(text, &e),
+                line,
+                message: e.message().trim().to_string(),
+            }]
+        })?;
+        validate::validate(raw, text, base)
+    }
+}
+
+/// 1-based line number of byte offset `at` in `text`.
+pub(crate) fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests;

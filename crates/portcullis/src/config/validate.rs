@@ -1,0 +1,422 @@
+//! Raw file → validated [`Settings`], collecting every error with its key and line.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use portcullis_policy::client::{ClientHeader, ClientIdentity};
+use toml_edit::{ImDocument, Item, TableLike};
+
+use super::raw::*;
+use super::*;
+
+/// Collects errors, looking up each key's line in the parsed document.
+pub(super) struct Check<'a> {
+    text: &'a str,
+    doc: Option<ImDocument<&'a str>>,
+    pub(super) errors: Vec<ConfigError>,
+}
+
+impl<'a> Check<'a> {
+    pub(super) fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            doc: ImDocument::parse(text).ok(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records that `key` is wrong because of `message`.
+    pub(super) fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let line = self
+            .doc
+            .as_ref()
+            .and_then(|d| locate(d, &key))
+            .map(|at| line_of(self.text, at));
+        self.errors.push(ConfigError {
+            key,
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Parses a duration like "500ms", "10m", "1w".
+    pub(super) fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(v) => match humantime::parse_duration(v.trim()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.err(key, format!("{v:?} is not a duration ({e}); write e.g. \"500ms\", \"10m\", \"1h\", \"1w\""));
+                    default
+                }
+            },
+        }
+    }
+
+    /// An integer in `range`, or the default.
+    pub(super) fn int(
+        &mut self,
+        key: &str,
+        value: Option<i64>,
+        range: std::ops::RangeInclusive<i64>,
+        default: i64,
+    ) -> i64 {
+        match value {
+            None => default,
+            Some(v) if range.contains(&v) => v,
+            Some(v) => {
+                self.err(
+                    key,
+                    format!("{v} is out of range ({}..={})", range.start(), range.end()),
+                );
+                default
+            }
+        }
+    }
+
+    /// Parses a CIDR or a bare address (a /32 or /128).
+    pub(super) fn net(&mut self, key: &str, value: &str) -> Option<IpNet> {
+        parse_net(value).or_else(|| {
+            self.err(key, format!("{value:?} is not an IP address or CIDR"));
+            None
+        })
+    }
+
+    /// Parses a listen address like "127.0.0.1:8080" or "[::1]:8080".
+    pub(super) fn listen(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    key,
+                    format!("{value:?} is not an address:port (e.g. \"0.0.0.0:8080\", \"[::]:8080\")"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Parses "10.0.0.0/8", "10.0.0.1" or "::1" into a network, host bits cleared.
+pub fn parse_net(value: &str) -> Option<IpNet> {
+    let v = value.trim();
+    v.parse::<IpNet>()
+        .ok()
+        .or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from))
+        .map(|n| n.trunc())
+}
+
+/// Byte offset in the document of the key named by a path like `route[1].upstream`; where a
+/// key is missing (a required key left out), the offset of its nearest parent.
+pub fn locate(doc: &ImDocument<&str>, path: &str) -> Option<usize> {
+    locate_in(doc.as_table(), path)
+}
+
+fn locate_in(table: &dyn TableLike, path: &str) -> Option<usize> {
+    let (part, rest) = match path.split_once('.') {
+        Some((p, r)) => (p, Some(r)),
+        None => (path, None),
+    };
+    let (name, index) = match part.split_once('[') {
+        Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+        None => (part, None),
+    };
+    let (key, item) = table.get_key_value(name)?;
+    let here = key.span().map(|s| s.start);
+    let (next, here): (Option<&dyn TableLike>, Option<usize>) = match (index, item) {
+        (None, _) => (item.as_table_like(), here),
+        (Some(i), Item::ArrayOfTables(tables)) => match tables.get(i) {
+            Some(t) => (Some(t as &dyn TableLike), t.span().map(|s| s.start).or(here)),
+            None => (None, here),
+        },
+        (Some(i), _) => match item.as_array().and_then(|a| a.get(i)) {
+            Some(v) => (
+                v.as_inline_table().map(|t| t as &dyn TableLike),
+                v.span().map(|s| s.start).or(here),
+            ),
+            None => (None, here),
+        },
+    };
+    match (rest, next) {
+        (Some(rest), Some(t)) => locate_in(t, rest).or(here),
+        _ => here,
+    }
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    text: &str,
+    base: &Path,
+) -> Result<Settings, Vec<ConfigError>> {
+    let mut c = Check::new(text);
+    let resolve_path = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    // [server]
+    let s = &raw.server;
+    let listen: Vec<SocketAddr> = s
+        .listen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| c.listen(&format!("server.listen[{i}]"), l))
+        .collect();
+    let mut tls = Vec::new();
+    for (i, t) in s.tls.iter().enumerate() {
+        let key = format!("server.tls[{i}]");
+        let Some(addr) = c.listen(&format!("{key}.listen"), &t.listen) else {
+            continue;
+        };
+        let (cert, keyfile) = (resolve_path(&t.cert), resolve_path(&t.key));
+        for (name, p) in [("cert", &cert), ("key", &keyfile)] {
+            if !p.is_file() {
+                c.err(format!("{key}.{name}"), format!("{} is not a readable file", p.display()));
+            }
+        }
+        tls.push(TlsListener {
+            listen: addr,
+            cert,
+            key: keyfile,
+        });
+    }
+    if listen.is_empty() && tls.is_empty() && c.errors.is_empty() {
+        c.err(
+            "server.listen",
+            "no listener: set at least one address, e.g. listen = [\"127.0.0.1:8080\"]",
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let server = ServerSettings {
+        listen,
+        tls,
+        state_dir: s.state_dir.as_deref().map(resolve_path),
+        threads: c.int("server.threads", s.threads, 1..=1024, cores) as usize,
+        shutdown_grace: c.duration(
+            "server.shutdown_grace",
+            s.shutdown_grace.as_deref(),
+            Duration::from_secs(3),
+        ),
+        upstream_keepalive: c.int("server.upstream_keepalive", s.upstream_keepalive, 0..=65536, 128)
+            as usize,
+    };
+
+    // [metrics], [admin]
+    let metrics = raw
+        .metrics
+        .as_ref()
+        .and_then(|m| c.listen("metrics.listen", &m.listen));
+    let admin = raw.admin.as_ref().and_then(|a| {
+        let listen = c.listen("admin.listen", &a.listen)?;
+        let token_file = a.token_file.as_deref().map(resolve_path);
+        if !listen.ip().is_loopback() && token_file.is_none() {
+            c.err(
+                "admin.token_file",
+                "the admin API listens on a non-loopback address without a token: set token_file or listen on 127.0.0.1",
+            );
+        }
+        Some(AdminSettings { listen, token_file })
+    });
+
+    // [client_ip]
+    let ci = &raw.client_ip;
+    let trusted: Vec<IpNet> = ci
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| c.net(&format!("client_ip.trusted_proxies[{i}]"), n))
+        .collect();
+    let header = match ci.header.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("x-forwarded-for") => ClientHeader::XForwardedFor,
+        Some("x-real-ip") => ClientHeader::XRealIp,
+        Some(other) => {
+            c.err(
+                "client_ip.header",
+                format!("{other:?} is not supported: use \"x-forwarded-for\" or \"x-real-ip\""),
+            );
+            ClientHeader::XForwardedFor
+        }
+    };
+    let prefix = c.int("client_ip.ipv6_prefix", ci.ipv6_prefix, 1..=128, 64) as u8;
+    let client_ip = ClientIdentity::new(trusted, header, prefix);
+
+    // [[upstream]]
+    let mut upstreams = Vec::new();
+    let mut upstream_index = HashMap::new();
+    for (i, u) in raw.upstream.iter().enumerate() {
+        let key = format!("upstream[{i}]");
+        if u.name.is_empty() {
+            c.err(format!("{key}.name"), "must not be empty");
+        }
+        if upstream_index.insert(u.name.clone(), upstreams.len()).is_some() {
+            c.err(format!("{key}.name"), format!("upstream {:?} is defined twice", u.name));
+        }
+        if u.servers.is_empty() {
+            c.err(format!("{key}.servers"), "list at least one server (\"host:port\")");
+        }
+        let mut servers = Vec::new();
+        for (j, srv) in u.servers.iter().enumerate() {
+            match srv.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) => servers.push(addr),
+                Ok(None) | Err(_) => c.err(
+                    format!("{key}.servers[{j}]"),
+                    format!("{srv:?} is not a reachable host:port (e.g. \"127.0.0.1:8000\")"),
+                ),
+            }
+        }
+        upstreams.push(UpstreamSettings {
+            name: u.name.clone(),
+            servers,
+            connect_timeout: c.duration(
+                &format!("{key}.connect_timeout"),
+                u.connect_timeout.as_deref(),
+                Duration::from_secs(2),
+            ),
+            read_timeout: c.duration(
+                &format!("{key}.read_timeout"),
+                u.read_timeout.as_deref(),
+                Duration::from_secs(60),
+            ),
+            down_for: c.duration(
+                &format!("{key}.down_for"),
+                u.down_for.as_deref(),
+                Duration::from_secs(5),
+            ),
+        });
+    }
+
+    // [rate_limit.*] names, so routes can refer to them.
+    let zone_names: Vec<&String> = raw.rate_limit.keys().collect();
+
+    // [[route]]
+    let mut routes = Vec::new();
+    let mut seen_routes = HashMap::new();
+    for (i, r) in raw.route.iter().enumerate() {
+        let key = format!("route[{i}]");
+        let path = r.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') {
+            c.err(format!("{key}.path"), format!("{path:?} must start with '/'"));
+        }
+        let host = r.host.as_ref().map(|h| h.trim().to_ascii_lowercase());
+        if host.as_deref() == Some("") {
+            c.err(format!("{key}.host"), "must not be empty; omit it to match any host");
+        }
+        if let Some(prev) = seen_routes.insert((host.clone(), path.clone()), i) {
+            c.err(
+                format!("{key}.path"),
+                format!("route[{prev}] already matches the same host and path"),
+            );
+        }
+        let upstream = match upstream_index.get(&r.upstream) {
+            Some(&u) => u,
+            None => {
+                c.err(
+                    format!("{key}.upstream"),
+                    format!("no [[upstream]] named {:?}", r.upstream),
+                );
+                0
+            }
+        };
+        let mut zones = Vec::new();
+        for (j, z) in r.rate_limit.iter().enumerate() {
+            match zone_names.iter().position(|n| *n == z) {
+                Some(idx) => zones.push(idx),
+                None => c.err(
+                    format!("{key}.rate_limit[{j}]"),
+                    format!("no [rate_limit.{z}] zone"),
+                ),
+            }
+        }
+        let name = r.name.clone().unwrap_or_else(|| match &host {
+            Some(h) => format!("{h}{path}"),
+            None => path.clone(),
+        });
+        routes.push(RouteSettings {
+            name,
+            host,
+            path,
+            upstream,
+            zones,
+        });
+    }
+    if routes.is_empty() && c.errors.is_empty() {
+        c.err("route", "no [[route]]: every request would get 404");
+    }
+
+    // [inflight]
+    let inflight = InflightSettings {
+        per_client: c.int("inflight.per_client", raw.inflight.per_client, 0..=1_000_000, 0) as usize,
+        total: c.int("inflight.total", raw.inflight.total, 0..=10_000_000, 0) as usize,
+        status: c.int("inflight.status", raw.inflight.status, 400..=599, 503) as u16,
+    };
+
+    // [access_log]
+    let access_log = match &raw.access_log {
+        None => AccessLogSettings {
+            target: None,
+            format: AccessLogFormat::Combined,
+        },
+        Some(a) => {
+            let target = match a.target.as_deref() {
+                None | Some("stdout") => Some(None),
+                Some("off") => None,
+                Some(p) => Some(Some(resolve_path(p))),
+            };
+            let format = match a.format.as_deref() {
+                None | Some("combined") => AccessLogFormat::Combined,
+                Some("json") => AccessLogFormat::Json,
+                Some(other) => {
+                    c.err(
+                        "access_log.format",
+                        format!("{other:?} is not a format: use \"combined\" or \"json\""),
+                    );
+                    AccessLogFormat::Combined
+                }
+            };
+            AccessLogSettings { target, format }
+        }
+    };
+
+    // [log]
+    let format = match raw.log.format.as_deref() {
+        None | Some("human") => LogFormat::Human,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            c.err(
+                "log.format",
+                format!("{other:?} is not a format: use \"human\" or \"json\""),
+            );
+            LogFormat::Human
+        }
+    };
+    let level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        c.err("log.level", format!("{level:?} is not a log filter (e.g. \"info\", \"portcullis=debug\")"));
+    }
+    let log = LogSettings { format, level };
+
+    if !c.errors.is_empty() {
+        let mut errors = c.errors;
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        return Err(errors);
+    }
+    Ok(Settings {
+        server,
+        metrics,
+        admin,
+        client_ip,
+        upstreams,
+        routes,
+        inflight,
+        access_log,
+        log,
+    })
+}

@@ -1,0 +1,382 @@
+//! The Pingora glue: asks the engine what to do with each request and acts on it.
+//!
+//! A request walks: client identity → ban check → probe match → route → rate limit → upstream,
+//! and the upstream's status feeds the reputation table. Everything that decides lives in
+//! `portcullis-policy`; this module only reads requests, writes responses and counts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+use portcullis_policy::time::{Clock, SystemClock};
+
+use crate::metrics::{status_class, Metrics};
+use crate::routes::host_without_port;
+use crate::runtime::Runtime;
+
+/// What happened to a request; the `decision` label of `portcullis_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decision {
+    /// Not decided yet (the request failed before a decision).
+    #[default]
+    Undecided,
+    /// Forwarded to the upstream.
+    Proxied,
+    /// Forwarded after a rate-limit delay.
+    Delayed,
+    /// Would have been rate limited, but the zone is in dry-run mode; forwarded.
+    DryRun,
+    /// No route matched.
+    NoRoute,
+    /// The client is banned.
+    Banned,
+    /// The client is in a `deny` network.
+    Denied,
+    /// The path or user agent is a known probe.
+    Probe,
+    /// Refused by a rate-limit zone.
+    RateLimited,
+    /// Refused by a concurrency cap.
+    Inflight,
+    /// The request could not be understood.
+    Malformed,
+    /// Routed, but the upstream failed.
+    UpstreamError,
+}
+
+impl Decision {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Undecided => "undecided",
+            Decision::Proxied => "proxied",
+            Decision::Delayed => "delayed",
+            Decision::DryRun => "dry_run",
+            Decision::NoRoute => "no_route",
+            Decision::Banned => "banned",
+            Decision::Denied => "denied",
+            Decision::Probe => "probe",
+            Decision::RateLimited => "rate_limited",
+            Decision::Inflight => "inflight_limited",
+            Decision::Malformed => "malformed",
+            Decision::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// Per-request state carried between Pingora's phases.
+#[derive(Default)]
+pub struct RequestCtx {
+    /// The configuration this request started under (a reload does not change it mid-way).
+    pub rt: Option<Arc<Runtime>>,
+    /// The client's address as found by `[client_ip]`.
+    pub client: Option<IpAddr>,
+    /// The client's identity key (IPv6 aggregated).
+    pub key: Option<IpAddr>,
+    /// The TCP peer.
+    pub peer: Option<IpAddr>,
+    /// Index of the matched route.
+    pub route: Option<usize>,
+    /// What was decided.
+    pub decision: Decision,
+    /// True when the connection should be closed without an answer.
+    pub drop_connection: bool,
+    /// The upstream server chosen, and when.
+    pub upstream: Option<(SocketAddr, Instant)>,
+    /// Connection attempts so far.
+    pub tries: usize,
+    /// Guards held while the request is in flight (released on drop).
+    pub inflight: Vec<crate::inflight::Guard>,
+}
+
+/// The portcullis proxy: one per process, its configuration swapped on reload.
+pub struct Gateway {
+    /// The current configuration and engines.
+    pub runtime: Arc<ArcSwap<Runtime>>,
+}
+
+impl Gateway {
+    /// Sends a short plain-text response and marks the request answered.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        status: u16,
+        body: &'static str,
+        headers: &[(&'static str, String)],
+    ) -> Result<bool> {
+        let mut resp = ResponseHeader::build(status, Some(4 + headers.len()))?;
+        resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+        resp.insert_header("content-length", body.len().to_string())?;
+        resp.insert_header("cache-control", "no-store")?;
+        for (name, value) in headers {
+            resp.insert_header(*name, value.as_str())?;
+        }
+        session
+            .write_response_header(Box::new(resp), body.is_empty())
+            .await?;
+        if !body.is_empty() {
+            session
+                .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Closes the connection without a response (nginx's 444).
+    fn drop_connection(ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.drop_connection = true;
+        Err(Error::explain(
+            ErrorType::ConnectionClosed,
+            "closed without response by policy",
+        ))
+    }
+}
+
+/// The request's Host: the Host header, or the authority of an absolute URI (HTTP/2).
+fn request_host(session: &Session) -> Option<&str> {
+    let req = session.req_header();
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .map(host_without_port)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let rt = self.runtime.load_full();
+        ctx.rt = Some(rt.clone());
+        let now = SystemClock.now_ms();
+
+        // 1. Who is asking.
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let Some(peer) = peer else {
+            // Not an inet socket (e.g. a Unix socket in tests): nothing to decide on.
+            ctx.decision = Decision::Malformed;
+            return self.refuse(session, 400, "400 Bad Request\n", &[]).await;
+        };
+        let header = rt.client_ip.header().name();
+        let values = session
+            .req_header()
+            .headers
+            .get_all(header)
+            .iter()
+            .map(|v| v.as_bytes());
+        let client = rt.client_ip.address(peer, values);
+        let key = rt.client_ip.normalize(client);
+        ctx.peer = Some(peer);
+        ctx.client = Some(client);
+        ctx.key = Some(key);
+
+        // 2. Bans, 3. probes, 4. route, 5. limits: each filter may answer the request.
+        if let Some(answered) = crate::filters::before_route(self, session, ctx, &rt, key, now).await? {
+            return Ok(answered);
+        }
+
+        let path = session.req_header().uri.path();
+        let route = rt.router.find(request_host(session), path);
+        let Some(route) = route else {
+            ctx.decision = Decision::NoRoute;
+            return self.refuse(session, 404, "404 Not Found\n", &[]).await;
+        };
+        ctx.route = Some(route);
+
+        if let Some(answered) =
+            crate::filters::after_route(self, session, ctx, &rt, route, key, now).await?
+        {
+            return Ok(answered);
+        }
+        if ctx.decision == Decision::Undecided {
+            ctx.decision = Decision::Proxied;
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(rt), Some(route)) = (ctx.rt.as_ref(), ctx.route) else {
+            return Err(Error::explain(ErrorType::InternalError, "no route chosen"));
+        };
+        let upstream = &rt.upstreams[rt.settings.routes[route].upstream];
+        ctx.tries += 1;
+        let addr = upstream
+            .select(SystemClock.now_ms())
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "upstream has no servers"))?;
+        ctx.upstream = Some((addr, Instant::now()));
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(upstream.settings.connect_timeout);
+        peer.options.read_timeout = Some(upstream.settings.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(rt), Some(route), Some((addr, _))) = (ctx.rt.as_ref(), ctx.route, ctx.upstream)
+        {
+            let upstream = &rt.upstreams[rt.settings.routes[route].upstream];
+            upstream.mark_down(addr, SystemClock.now_ms());
+            Metrics::get()
+                .upstream_errors
+                .with_label_values(&[upstream.settings.name.as_str(), "connect"])
+                .inc();
+            tracing::warn!(upstream = %upstream.settings.name, server = %peer, error = %e, "upstream connect failed");
+            // Another server may take it; never loop more than once around the group.
+            e.set_retry(ctx.tries < upstream.len());
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // As nginx's proxy_params: Host kept as sent, X-Real-IP the client, X-Forwarded-For
+        // with the TCP peer appended, X-Forwarded-Proto the scheme the client used.
+        if let Some(client) = ctx.client {
+            upstream_request.insert_header("x-real-ip", client.to_string())?;
+        }
+        if let Some(peer) = ctx.peer {
+            let forwarded = match session.req_header().headers.get("x-forwarded-for") {
+                Some(prev) if !prev.is_empty() => {
+                    format!("{}, {peer}", String::from_utf8_lossy(prev.as_bytes()))
+                }
+                _ => peer.to_string(),
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        let tls = session
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        // HTTP/2 clients send :authority, not Host; an HTTP/1.1 upstream needs Host.
+        if upstream_request.headers.get(http::header::HOST).is_none() {
+            if let Some(authority) = session.req_header().uri.authority().map(|a| a.to_string()) {
+                upstream_request.insert_header(http::header::HOST, authority)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let (Some(rt), Some(route), Some((_, started))) = (ctx.rt.as_ref(), ctx.route, ctx.upstream)
+        {
+            let upstream = &rt.upstreams[rt.settings.routes[route].upstream];
+            Metrics::get()
+                .upstream_seconds
+                .with_label_values(&[upstream.settings.name.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            crate::filters::upstream_status(ctx, rt, upstream_response.status.as_u16());
+        }
+        Ok(())
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
+        // A policy drop is not an error worth a log line per scanner request.
+        ctx.drop_connection
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+        if ctx.drop_connection {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code == 502 || code == 504 {
+            ctx.decision = Decision::UpstreamError;
+            if let (Some(rt), Some(route)) = (ctx.rt.as_ref(), ctx.route) {
+                let name = rt.upstreams[rt.settings.routes[route].upstream].settings.name.as_str();
+                Metrics::get().upstream_errors.with_label_values(&[name, "proxy"]).inc();
+                tracing::warn!(upstream = name, error = %e, "upstream failed");
+            }
+        } else if code == 400 {
+            ctx.decision = Decision::Malformed;
+        }
+        if code > 0 {
+            let body = match code {
+                502 => "502 Bad Gateway: the upstream is unavailable\n",
+                504 => "504 Gateway Timeout: the upstream did not answer in time\n",
+                400 => "400 Bad Request\n",
+                _ => "error\n",
+            };
+            if let Err(err) = session
+                .respond_error_with_body(code, Bytes::from_static(body.as_bytes()))
+                .await
+            {
+                tracing::debug!(error = %err, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = if ctx.drop_connection {
+            444
+        } else {
+            session
+                .response_written()
+                .map_or(0, |r| r.status.as_u16())
+        };
+        let m = Metrics::get();
+        let route = match (ctx.rt.as_ref(), ctx.route) {
+            (Some(rt), Some(r)) => rt.settings.routes[r].name.as_str(),
+            _ => "-",
+        };
+        m.requests
+            .with_label_values(&[route, ctx.decision.as_str()])
+            .inc();
+        if status > 0 {
+            m.responses.with_label_values(&[status_class(status)]).inc();
+        }
+        if let Some(rt) = ctx.rt.as_ref() {
+            rt.access_log.record(session, ctx, status);
+        }
+        ctx.inflight.clear();
+    }
+}

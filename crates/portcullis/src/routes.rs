@@ -1,0 +1,118 @@
+//! Routing: which `[[route]]` serves a request, by optional Host and longest path prefix.
+
+use crate::config::RouteSettings;
+
+/// Finds the route for a request.
+///
+/// Routes naming the request's host are tried first, then routes with no host (as nginx tries
+/// the matching `server_name` block before the default server). Within those, the longest
+/// matching path prefix wins. A prefix matches whole segments: `/api` matches `/api` and
+/// `/api/users`, not `/apix`.
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// (host, path, route index), most specific first.
+    entries: Vec<(Option<String>, String, usize)>,
+}
+
+impl Router {
+    /// A router over `routes` (indices into that slice are returned).
+    pub fn new(routes: &[RouteSettings]) -> Self {
+        let mut entries: Vec<_> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.host.clone(), r.path.clone(), i))
+            .collect();
+        // Host routes before host-less ones; longer prefixes first.
+        entries.sort_by(|a, b| {
+            b.0.is_some()
+                .cmp(&a.0.is_some())
+                .then(b.1.len().cmp(&a.1.len()))
+        });
+        Self { entries }
+    }
+
+    /// The index of the route for `host` (without port, any case) and `path`.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|(h, prefix, _)| {
+                let host_ok = match h {
+                    None => true,
+                    Some(h) => host.is_some_and(|req| req.eq_ignore_ascii_case(h)),
+                };
+                host_ok && prefix_matches(prefix, path)
+            })
+            .map(|(_, _, i)| *i)
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?']),
+    }
+}
+
+/// The host part of a Host header or authority: port and trailing dot removed.
+pub fn host_without_port(host: &str) -> &str {
+    let host = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h)
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: Option<&str>, path: &str) -> RouteSettings {
+        RouteSettings {
+            name: path.into(),
+            host: host.map(str::to_string),
+            path: path.into(),
+            upstream: 0,
+            zones: vec![],
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let r = Router::new(&[route(None, "/"), route(None, "/api"), route(None, "/api/v2/")]);
+        assert_eq!(r.find(None, "/"), Some(0));
+        assert_eq!(r.find(None, "/other"), Some(0));
+        assert_eq!(r.find(None, "/api"), Some(1));
+        assert_eq!(r.find(None, "/api/users"), Some(1));
+        assert_eq!(r.find(None, "/api/v2/users"), Some(2));
+        // Whole segments only.
+        assert_eq!(r.find(None, "/apix"), Some(0));
+    }
+
+    #[test]
+    fn host_routes_come_first_and_fall_back() {
+        let r = Router::new(&[route(None, "/"), route(Some("api.example.com"), "/v1")]);
+        assert_eq!(r.find(Some("API.example.com"), "/v1/x"), Some(1));
+        assert_eq!(r.find(Some("api.example.com"), "/other"), Some(0));
+        assert_eq!(r.find(Some("www.example.com"), "/v1/x"), Some(0));
+        assert_eq!(r.find(None, "/v1/x"), Some(0));
+    }
+
+    #[test]
+    fn no_route_is_none() {
+        let r = Router::new(&[route(None, "/api")]);
+        assert_eq!(r.find(None, "/"), None);
+        assert_eq!(r.find(None, "/ap"), None);
+    }
+
+    #[test]
+    fn host_ports_are_ignored() {
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("example.com."), "example.com");
+        assert_eq!(host_without_port("[::1]:8080"), "::1");
+        assert_eq!(host_without_port("example.com"), "example.com");
+    }
+}

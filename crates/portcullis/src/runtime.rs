@@ -1,0 +1,52 @@
+//! The running configuration: validated settings plus the engines built from them.
+//!
+//! A reload builds a new [`Runtime`] and swaps it in; requests already in flight keep the one
+//! they started with. Engines whose state must survive a reload (limiter zones that still
+//! exist, the reputation table) are carried over from the previous runtime.
+
+use std::sync::Arc;
+
+use portcullis_policy::client::ClientIdentity;
+
+use crate::access_log::AccessLog;
+use crate::config::Settings;
+use crate::filters::Filters;
+use crate::routes::Router;
+use crate::upstream::Upstream;
+
+/// Everything a request needs to be decided and forwarded.
+pub struct Runtime {
+    /// The validated settings this runtime was built from.
+    pub settings: Settings,
+    /// Client identity resolver.
+    pub client_ip: ClientIdentity,
+    /// Route lookup.
+    pub router: Router,
+    /// Upstream groups, indexed as in `settings.upstreams`.
+    pub upstreams: Vec<Upstream>,
+    /// The filters: bans, probes, limits.
+    pub filters: Filters,
+    /// Access log writer.
+    pub access_log: Arc<AccessLog>,
+}
+
+impl Runtime {
+    /// Builds a runtime from `settings`, keeping the state of `previous` where it still applies.
+    pub fn build(settings: Settings, previous: Option<&Runtime>) -> Result<Runtime, String> {
+        let access_log = match previous {
+            Some(prev) if prev.settings.access_log.target == settings.access_log.target => {
+                prev.access_log.with_format(settings.access_log.format)
+            }
+            _ => Arc::new(AccessLog::open(&settings.access_log)?),
+        };
+        let filters = Filters::build(&settings, previous.map(|p| &p.filters))?;
+        Ok(Runtime {
+            client_ip: settings.client_ip.clone(),
+            router: Router::new(&settings.routes),
+            upstreams: settings.upstreams.iter().cloned().map(Upstream::new).collect(),
+            filters,
+            access_log,
+            settings,
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! `portcullis run`: builds the Pingora server from the settings and runs it until SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::runtime::Runtime;
+
+/// Loads the configuration at `path` and serves until told to stop.
+pub fn run(path: &Path) -> ExitCode {
+    let settings = match Settings::load(path) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: configuration is not valid; not starting", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::logging::init(&settings.log);
+    Metrics::get();
+
+    let mut conf = ServerConf {
+        threads: settings.server.threads,
+        upstream_keepalive_pool_size: settings.server.upstream_keepalive,
+        // Pingora waits grace_period before stopping runtimes, then up to the shutdown
+        // timeout: split the configured grace between the two (containers wait ~10 s).
+        grace_period_seconds: Some(settings.server.shutdown_grace.as_secs().saturating_sub(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    if let Some(dir) = &settings.server.state_dir {
+        conf.pid_file = dir.join("portcullis.pid").display().to_string();
+        conf.upgrade_sock = dir.join("upgrade.sock").display().to_string();
+    }
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let listen = settings.server.listen.clone();
+    let tls = settings.server.tls.clone();
+    let metrics_addr = settings.metrics;
+    let runtime = match Runtime::build(settings, None) {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shared = Arc::new(ArcSwap::from_pointee(runtime));
+
+    let gateway = Gateway {
+        runtime: shared.clone(),
+    };
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
+    for addr in &listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    for t in &tls {
+        let (Some(cert), Some(key)) = (t.cert.to_str(), t.key.to_str()) else {
+            tracing::error!(listen = %t.listen, "TLS certificate and key paths must be UTF-8");
+            return ExitCode::FAILURE;
+        };
+        let mut settings = match TlsSettings::intermediate(cert, key) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(listen = %t.listen, error = %e, "cannot set up TLS");
+                return ExitCode::FAILURE;
+            }
+        };
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&t.listen.to_string(), None, settings);
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = metrics_addr {
+        let mut metrics = pingora_prometheus::prometheus_http_service();
+        metrics.threads = Some(1);
+        metrics.add_tcp(&addr.to_string());
+        server.add_service(metrics);
+    }
+
+    tracing::info!(
+        listen = ?listen,
+        tls = ?tls.iter().map(|t| t.listen).collect::<Vec<_>>(),
+        metrics = ?metrics_addr,
+        "portcullis {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    server.run(RunArgs::default());
+    tracing::info!("portcullis stopped");
+    ExitCode::SUCCESS
+}
