@@ -175,8 +175,15 @@ mod tests {
     fn untrusted_peer_is_the_client_whatever_the_headers_say() {
         let id = xff(&["10.0.0.0/8"]);
         assert_eq!(resolve(&id, "203.0.113.7", &["1.2.3.4"]), ip("203.0.113.7"));
-        let real = ClientIdentity::new(vec!["10.0.0.0/8".parse().unwrap()], ClientHeader::XRealIp, 64);
-        assert_eq!(resolve(&real, "203.0.113.7", &["1.2.3.4"]), ip("203.0.113.7"));
+        let real = ClientIdentity::new(
+            vec!["10.0.0.0/8".parse().unwrap()],
+            ClientHeader::XRealIp,
+            64,
+        );
+        assert_eq!(
+            resolve(&real, "203.0.113.7", &["1.2.3.4"]),
+            ip("203.0.113.7")
+        );
     }
 
     #[test]
@@ -202,14 +209,20 @@ mod tests {
     #[test]
     fn all_trusted_chain_yields_the_leftmost() {
         let id = xff(&["10.0.0.0/8"]);
-        assert_eq!(resolve(&id, "10.0.0.2", &["10.0.0.3, 10.0.0.4"]), ip("10.0.0.3"));
+        assert_eq!(
+            resolve(&id, "10.0.0.2", &["10.0.0.3, 10.0.0.4"]),
+            ip("10.0.0.3")
+        );
     }
 
     #[test]
     fn malformed_entries_are_never_trusted() {
         let id = xff(&["10.0.0.0/8"]);
         assert_eq!(resolve(&id, "10.0.0.2", &["garbage"]), ip("10.0.0.2"));
-        assert_eq!(resolve(&id, "10.0.0.2", &["1.2.3.4, nonsense"]), ip("10.0.0.2"));
+        assert_eq!(
+            resolve(&id, "10.0.0.2", &["1.2.3.4, nonsense"]),
+            ip("10.0.0.2")
+        );
         assert_eq!(resolve(&id, "10.0.0.2", &[""]), ip("10.0.0.2"));
         assert_eq!(resolve(&id, "10.0.0.2", &[]), ip("10.0.0.2"));
         assert_eq!(
@@ -220,8 +233,15 @@ mod tests {
 
     #[test]
     fn x_real_ip_from_trusted_peer() {
-        let id = ClientIdentity::new(vec!["10.0.0.0/8".parse().unwrap()], ClientHeader::XRealIp, 64);
-        assert_eq!(resolve(&id, "10.0.0.2", &["198.51.100.9"]), ip("198.51.100.9"));
+        let id = ClientIdentity::new(
+            vec!["10.0.0.0/8".parse().unwrap()],
+            ClientHeader::XRealIp,
+            64,
+        );
+        assert_eq!(
+            resolve(&id, "10.0.0.2", &["198.51.100.9"]),
+            ip("198.51.100.9")
+        );
         assert_eq!(resolve(&id, "10.0.0.2", &["not an ip"]), ip("10.0.0.2"));
     }
 
@@ -257,7 +277,11 @@ mod tests {
 
     #[test]
     fn bracketed_ipv6_in_header() {
-        let id = ClientIdentity::new(vec!["::1/128".parse().unwrap()], ClientHeader::XForwardedFor, 128);
+        let id = ClientIdentity::new(
+            vec!["::1/128".parse().unwrap()],
+            ClientHeader::XForwardedFor,
+            128,
+        );
         assert_eq!(resolve(&id, "::1", &["[2001:db8::5]"]), ip("2001:db8::5"));
     }
 }

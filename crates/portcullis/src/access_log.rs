@@ -162,7 +162,8 @@ fn combined_line(session: &Session, ctx: &RequestCtx, status: u16) -> String {
         escape(header(session, "user-agent")),
         ctx.decision.as_str(),
         route_name(ctx),
-        ctx.client.map_or_else(|| "-".to_string(), |c| c.to_string()),
+        ctx.client
+            .map_or_else(|| "-".to_string(), |c| c.to_string()),
     );
     line.push('\n');
     line

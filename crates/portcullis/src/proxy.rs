@@ -186,7 +186,9 @@ impl ProxyHttp for Gateway {
         ctx.key = Some(key);
 
         // 2. Bans, 3. probes, 4. route, 5. limits: each filter may answer the request.
-        if let Some(answered) = crate::filters::before_route(self, session, ctx, &rt, key, now).await? {
+        if let Some(answered) =
+            crate::filters::before_route(self, session, ctx, &rt, key, now).await?
+        {
             return Ok(answered);
         }
 
@@ -271,9 +273,7 @@ impl ProxyHttp for Gateway {
             };
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
         }
-        let tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         // HTTP/2 clients send :authority, not Host; an HTTP/1.1 upstream needs Host.
         if upstream_request.headers.get(http::header::HOST).is_none() {
@@ -290,7 +290,8 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let (Some(rt), Some(route), Some((_, started))) = (ctx.rt.as_ref(), ctx.route, ctx.upstream)
+        if let (Some(rt), Some(route), Some((_, started))) =
+            (ctx.rt.as_ref(), ctx.route, ctx.upstream)
         {
             let upstream = &rt.upstreams[rt.settings.routes[route].upstream];
             Metrics::get()
@@ -307,7 +308,12 @@ impl ProxyHttp for Gateway {
         ctx.drop_connection
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         if ctx.drop_connection {
             return FailToProxy {
                 error_code: 0,
@@ -328,8 +334,14 @@ impl ProxyHttp for Gateway {
         if code == 502 || code == 504 {
             ctx.decision = Decision::UpstreamError;
             if let (Some(rt), Some(route)) = (ctx.rt.as_ref(), ctx.route) {
-                let name = rt.upstreams[rt.settings.routes[route].upstream].settings.name.as_str();
-                Metrics::get().upstream_errors.with_label_values(&[name, "proxy"]).inc();
+                let name = rt.upstreams[rt.settings.routes[route].upstream]
+                    .settings
+                    .name
+                    .as_str();
+                Metrics::get()
+                    .upstream_errors
+                    .with_label_values(&[name, "proxy"])
+                    .inc();
                 tracing::warn!(upstream = name, error = %e, "upstream failed");
             }
         } else if code == 400 {
@@ -359,9 +371,7 @@ impl ProxyHttp for Gateway {
         let status = if ctx.drop_connection {
             444
         } else {
-            session
-                .response_written()
-                .map_or(0, |r| r.status.as_u16())
+            session.response_written().map_or(0, |r| r.status.as_u16())
         };
         let m = Metrics::get();
         let route = match (ctx.rt.as_ref(), ctx.route) {

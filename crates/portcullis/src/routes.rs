@@ -82,7 +82,11 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins() {
-        let r = Router::new(&[route(None, "/"), route(None, "/api"), route(None, "/api/v2/")]);
+        let r = Router::new(&[
+            route(None, "/"),
+            route(None, "/api"),
+            route(None, "/api/v2/"),
+        ]);
         assert_eq!(r.find(None, "/"), Some(0));
         assert_eq!(r.find(None, "/other"), Some(0));
         assert_eq!(r.find(None, "/api"), Some(1));

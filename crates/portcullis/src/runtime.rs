@@ -43,7 +43,12 @@ impl Runtime {
         Ok(Runtime {
             client_ip: settings.client_ip.clone(),
             router: Router::new(&settings.routes),
-            upstreams: settings.upstreams.iter().cloned().map(Upstream::new).collect(),
+            upstreams: settings
+                .upstreams
+                .iter()
+                .cloned()
+                .map(Upstream::new)
+                .collect(),
             filters,
             access_log,
             settings,

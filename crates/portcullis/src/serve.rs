@@ -20,7 +20,10 @@ pub fn run(path: &Path) -> ExitCode {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("{}: configuration is not valid; not starting", path.display());
+            eprintln!(
+                "{}: configuration is not valid; not starting",
+                path.display()
+            );
             return ExitCode::FAILURE;
         }
     };

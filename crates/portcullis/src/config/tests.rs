@@ -1,0 +1,137 @@
+use super::*;
+use std::path::Path;
+
+fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
+    Settings::parse(text, Path::new("/etc/portcullis"))
+}
+
+const MINIMAL: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+
+[[upstream]]
+name = "api"
+servers = ["127.0.0.1:9999"]
+
+[[route]]
+upstream = "api"
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let s = parse(MINIMAL).unwrap();
+    assert_eq!(s.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+    assert_eq!(s.server.shutdown_grace, Duration::from_secs(3));
+    assert_eq!(s.routes[0].path, "/");
+    assert_eq!(s.routes[0].upstream, 0);
+    assert!(s.metrics.is_none());
+    assert_eq!(s.upstreams[0].connect_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn the_design_sketch_is_accepted() {
+    // Key names in the sketch are binding: tests outside the repository use them.
+    let sketch =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/design/config-sketch.toml");
+    let text = std::fs::read_to_string(&sketch)
+        .unwrap_or_else(|e| panic!("{} must exist beside the repo: {e}", sketch.display()));
+    let s = parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(s.routes.len(), 1);
+    assert!(s.admin.is_some());
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_path_and_line() {
+    let err = parse(&format!(
+        "{MINIMAL}\n[client_ip]\nheaders = \"x-real-ip\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0].key, "client_ip.headers");
+    assert_eq!(err[0].line, Some(13));
+    assert!(
+        err[0].message.contains("unknown field"),
+        "{}",
+        err[0].message
+    );
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    let err = parse("[server]\nlisten = \"127.0.0.1:8080\"\n").unwrap_err();
+    assert_eq!(err[0].key, "server.listen");
+    assert_eq!(err[0].line, Some(2));
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once() {
+    let text = r#"
+[server]
+listen = ["nope"]
+shutdown_grace = "forever"
+
+[client_ip]
+trusted_proxies = ["10.0.0.0/8", "not-a-net"]
+header = "forwarded"
+ipv6_prefix = 200
+
+[[upstream]]
+name = "api"
+servers = []
+
+[[route]]
+path = "api"
+upstream = "missing"
+rate_limit = ["nozone"]
+"#;
+    let errs = parse(text).unwrap_err();
+    let keys: Vec<(&str, Option<usize>)> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("server.listen[0]", Some(3)),
+            ("server.shutdown_grace", Some(4)),
+            ("client_ip.trusted_proxies[1]", Some(7)),
+            ("client_ip.header", Some(8)),
+            ("client_ip.ipv6_prefix", Some(9)),
+            ("upstream[0].servers", Some(13)),
+            ("route[0].path", Some(16)),
+            ("route[0].upstream", Some(17)),
+            ("route[0].rate_limit[0]", Some(18)),
+        ]
+    );
+}
+
+#[test]
+fn admin_on_public_address_needs_a_token() {
+    let err = parse(&format!("{MINIMAL}\n[admin]\nlisten = \"0.0.0.0:9101\"\n")).unwrap_err();
+    assert_eq!(err[0].key, "admin.token_file");
+    assert!(parse(&format!(
+        "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9101\"\n"
+    ))
+    .is_ok());
+    assert!(parse(&format!(
+        "{MINIMAL}\n[admin]\nlisten = \"0.0.0.0:9101\"\ntoken_file = \"admin.token\"\n"
+    ))
+    .is_ok());
+}
+
+#[test]
+fn duplicate_routes_and_upstreams_are_errors() {
+    let text = format!("{MINIMAL}\n[[upstream]]\nname = \"api\"\nservers = [\"127.0.0.1:1\"]\n\n[[route]]\nupstream = \"api\"\n");
+    let errs = parse(&text).unwrap_err();
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, vec!["upstream[1].name", "route[1].path"]);
+}
+
+#[test]
+fn relative_paths_are_taken_from_the_config_directory() {
+    let s = parse(&format!(
+        "{MINIMAL}\n[access_log]\ntarget = \"access.log\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.access_log.target,
+        Some(Some(PathBuf::from("/etc/portcullis/access.log")))
+    );
+}

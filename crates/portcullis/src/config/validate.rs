@@ -44,7 +44,12 @@ impl<'a> Check<'a> {
     }
 
     /// Parses a duration like "500ms", "10m", "1w".
-    pub(super) fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(v) => match humantime::parse_duration(v.trim()) {
@@ -93,7 +98,9 @@ impl<'a> Check<'a> {
             Err(_) => {
                 self.err(
                     key,
-                    format!("{value:?} is not an address:port (e.g. \"0.0.0.0:8080\", \"[::]:8080\")"),
+                    format!(
+                        "{value:?} is not an address:port (e.g. \"0.0.0.0:8080\", \"[::]:8080\")"
+                    ),
                 );
                 None
             }
@@ -130,7 +137,10 @@ fn locate_in(table: &dyn TableLike, path: &str) -> Option<usize> {
     let (next, here): (Option<&dyn TableLike>, Option<usize>) = match (index, item) {
         (None, _) => (item.as_table_like(), here),
         (Some(i), Item::ArrayOfTables(tables)) => match tables.get(i) {
-            Some(t) => (Some(t as &dyn TableLike), t.span().map(|s| s.start).or(here)),
+            Some(t) => (
+                Some(t as &dyn TableLike),
+                t.span().map(|s| s.start).or(here),
+            ),
             None => (None, here),
         },
         (Some(i), _) => match item.as_array().and_then(|a| a.get(i)) {
@@ -179,7 +189,10 @@ pub(super) fn validate(
         let (cert, keyfile) = (resolve_path(&t.cert), resolve_path(&t.key));
         for (name, p) in [("cert", &cert), ("key", &keyfile)] {
             if !p.is_file() {
-                c.err(format!("{key}.{name}"), format!("{} is not a readable file", p.display()));
+                c.err(
+                    format!("{key}.{name}"),
+                    format!("{} is not a readable file", p.display()),
+                );
             }
         }
         tls.push(TlsListener {
@@ -205,8 +218,12 @@ pub(super) fn validate(
             s.shutdown_grace.as_deref(),
             Duration::from_secs(3),
         ),
-        upstream_keepalive: c.int("server.upstream_keepalive", s.upstream_keepalive, 0..=65536, 128)
-            as usize,
+        upstream_keepalive: c.int(
+            "server.upstream_keepalive",
+            s.upstream_keepalive,
+            0..=65536,
+            128,
+        ) as usize,
     };
 
     // [metrics], [admin]
@@ -256,11 +273,20 @@ pub(super) fn validate(
         if u.name.is_empty() {
             c.err(format!("{key}.name"), "must not be empty");
         }
-        if upstream_index.insert(u.name.clone(), upstreams.len()).is_some() {
-            c.err(format!("{key}.name"), format!("upstream {:?} is defined twice", u.name));
+        if upstream_index
+            .insert(u.name.clone(), upstreams.len())
+            .is_some()
+        {
+            c.err(
+                format!("{key}.name"),
+                format!("upstream {:?} is defined twice", u.name),
+            );
         }
         if u.servers.is_empty() {
-            c.err(format!("{key}.servers"), "list at least one server (\"host:port\")");
+            c.err(
+                format!("{key}.servers"),
+                "list at least one server (\"host:port\")",
+            );
         }
         let mut servers = Vec::new();
         for (j, srv) in u.servers.iter().enumerate() {
@@ -303,11 +329,17 @@ pub(super) fn validate(
         let key = format!("route[{i}]");
         let path = r.path.clone().unwrap_or_else(|| "/".into());
         if !path.starts_with('/') {
-            c.err(format!("{key}.path"), format!("{path:?} must start with '/'"));
+            c.err(
+                format!("{key}.path"),
+                format!("{path:?} must start with '/'"),
+            );
         }
         let host = r.host.as_ref().map(|h| h.trim().to_ascii_lowercase());
         if host.as_deref() == Some("") {
-            c.err(format!("{key}.host"), "must not be empty; omit it to match any host");
+            c.err(
+                format!("{key}.host"),
+                "must not be empty; omit it to match any host",
+            );
         }
         if let Some(prev) = seen_routes.insert((host.clone(), path.clone()), i) {
             c.err(
@@ -353,7 +385,12 @@ pub(super) fn validate(
 
     // [inflight]
     let inflight = InflightSettings {
-        per_client: c.int("inflight.per_client", raw.inflight.per_client, 0..=1_000_000, 0) as usize,
+        per_client: c.int(
+            "inflight.per_client",
+            raw.inflight.per_client,
+            0..=1_000_000,
+            0,
+        ) as usize,
         total: c.int("inflight.total", raw.inflight.total, 0..=10_000_000, 0) as usize,
         status: c.int("inflight.status", raw.inflight.status, 400..=599, 503) as u16,
     };
@@ -399,7 +436,10 @@ pub(super) fn validate(
     };
     let level = raw.log.level.clone().unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        c.err("log.level", format!("{level:?} is not a log filter (e.g. \"info\", \"portcullis=debug\")"));
+        c.err(
+            "log.level",
+            format!("{level:?} is not a log filter (e.g. \"info\", \"portcullis=debug\")"),
+        );
     }
     let log = LogSettings { format, level };
 

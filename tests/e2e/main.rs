@@ -1,0 +1,5 @@
+//! End-to-end tests: the real binary, a real upstream, real HTTP on loopback.
+
+mod support;
+
+mod proxy;

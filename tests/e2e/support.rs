@@ -1,0 +1,493 @@
+//! Test builders: a recording upstream, the real portcullis binary, and a metrics reader.
+//!
+//! Everything binds to 127.0.0.1 on ephemeral ports; every wait is a bounded poll.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased; repeated headers joined with ", ".
+    pub headers: HashMap<String, String>,
+}
+
+/// A real HTTP/1.1 upstream that records every request and answers by path.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// Builds an [`Upstream`]: `upstream().status("/missing", 404).run().await`.
+pub struct UpstreamBuilder {
+    statuses: Vec<(String, u16)>,
+}
+
+pub fn upstream() -> UpstreamBuilder {
+    UpstreamBuilder { statuses: vec![] }
+}
+
+impl UpstreamBuilder {
+    /// Paths starting with `prefix` get `status` (others 200 with body "hello").
+    pub fn status(mut self, prefix: &str, status: u16) -> Self {
+        self.statuses.push((prefix.to_string(), status));
+        self
+    }
+
+    pub async fn run(self) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let statuses = Arc::new(self.statuses);
+        let rec = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let rec = rec.clone();
+                let statuses = statuses.clone();
+                tokio::spawn(async move {
+                    let _ = serve_conn(stream, rec, statuses).await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+}
+
+async fn serve_conn(
+    stream: tokio::net::TcpStream,
+    rec: Arc<Mutex<Vec<Seen>>>,
+    statuses: Arc<Vec<(String, u16)>>,
+) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers: HashMap<String, String> = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).await? == 0 {
+                return Ok(());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers
+                    .entry(k.trim().to_ascii_lowercase())
+                    .and_modify(|e| {
+                        e.push_str(", ");
+                        e.push_str(v.trim())
+                    })
+                    .or_insert_with(|| v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).await?;
+        let status = statuses
+            .iter()
+            .filter(|(p, _)| path.starts_with(p.as_str()))
+            .max_by_key(|(p, _)| p.len())
+            .map_or(200, |(_, s)| *s);
+        rec.lock().unwrap().push(Seen {
+            method,
+            path: path.clone(),
+            headers,
+        });
+        let body = format!("hello from upstream: {path}");
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}",
+            body.len()
+        );
+        w.write_all(resp.as_bytes()).await?;
+    }
+}
+
+impl Upstream {
+    /// Everything the upstream has received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Paths received so far, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.seen().into_iter().map(|s| s.path).collect()
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The portcullis binary, started on a generated config.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub admin_port: u16,
+    pub dir: Arc<tempfile::TempDir>,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+/// Builds a gateway config: `gateway(&up).extra("[probes]\n...").start()`.
+pub struct GatewayBuilder {
+    upstreams: Vec<SocketAddr>,
+    extra: String,
+    route_extra: String,
+    server_extra: String,
+    dir: Option<Arc<tempfile::TempDir>>,
+    ports: Option<(u16, u16, u16)>,
+    root_path: String,
+}
+
+pub fn gateway(up: &Upstream) -> GatewayBuilder {
+    GatewayBuilder {
+        upstreams: vec![up.addr],
+        extra: String::new(),
+        route_extra: String::new(),
+        server_extra: String::new(),
+        dir: None,
+        ports: None,
+        root_path: "/".into(),
+    }
+}
+
+impl GatewayBuilder {
+    /// Upstream servers instead of the one given to [`gateway`].
+    pub fn servers(mut self, servers: Vec<SocketAddr>) -> Self {
+        self.upstreams = servers;
+        self
+    }
+    /// TOML appended to the config file.
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+    /// The path prefix of the built-in route (default "/").
+    pub fn route_path(mut self, path: &str) -> Self {
+        self.root_path = path.into();
+        self
+    }
+    /// Keys added to the built-in `[[route]]`.
+    pub fn route(mut self, toml: &str) -> Self {
+        self.route_extra.push_str(toml);
+        self.route_extra.push('\n');
+        self
+    }
+    /// Keys added to `[server]`.
+    pub fn server(mut self, toml: &str) -> Self {
+        self.server_extra.push_str(toml);
+        self.server_extra.push('\n');
+        self
+    }
+    /// Reuse a state directory and ports (for restart tests).
+    pub fn reuse(mut self, previous: &Gateway) -> Self {
+        self.dir = Some(previous.dir.clone());
+        self.ports = Some((previous.port, previous.metrics_port, previous.admin_port));
+        self
+    }
+
+    /// Writes the config and returns its path without starting anything.
+    pub fn write(&self) -> (Arc<tempfile::TempDir>, PathBuf, (u16, u16, u16)) {
+        let dir = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
+        let (port, metrics_port, admin_port) = self
+            .ports
+            .unwrap_or_else(|| (free_port(), free_port(), free_port()));
+        let servers: Vec<String> = self.upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+        let config = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+state_dir = "state"
+shutdown_grace = "1s"
+threads = 2
+{server_extra}
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[[upstream]]
+name = "api"
+servers = [{servers}]
+connect_timeout = "1s"
+down_for = "30s"
+
+[[route]]
+path = "{root_path}"
+upstream = "api"
+{route_extra}
+[log]
+level = "info"
+
+{extra}
+"#,
+            servers = servers.join(", "),
+            server_extra = self.server_extra,
+            route_extra = self.route_extra,
+            extra = self.extra,
+            root_path = self.root_path,
+        );
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, config).unwrap();
+        (dir, path, (port, metrics_port, admin_port))
+    }
+
+    /// Starts the binary and waits until it serves.
+    pub async fn start(self) -> Gateway {
+        let (dir, config_path, (port, metrics_port, admin_port)) = self.write();
+        let log_path = dir.path().join(format!("gateway-{}.log", free_port()));
+        let mut gw = Gateway {
+            child: None,
+            port,
+            metrics_port,
+            admin_port,
+            dir,
+            config_path,
+            log_path,
+        };
+        gw.spawn();
+        gw.wait_ready().await;
+        gw
+    }
+}
+
+impl Gateway {
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log_path).unwrap();
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start portcullis");
+        self.child = Some(child);
+    }
+
+    /// Polls the proxy and metrics ports until both answer (bounded: 20 s).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = client();
+        loop {
+            let metrics_ok = client
+                .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+                .send()
+                .await
+                .is_ok();
+            let proxy_ok = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok();
+            if metrics_ok && proxy_ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not become ready; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The gateway's log output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `metric("portcullis_requests_total",
+    /// &[("decision", "proxied")])`: the sum over samples whose labels include `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = client()
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sum_metric(&text, name, labels)
+    }
+
+    /// Polls `/metrics` (bounded: 3 s) until the sample sum equals `want`, and returns the last
+    /// value seen. Counters are bumped in the logging phase, just after the response is sent,
+    /// so a test reading right after its last response must allow for that.
+    pub async fn metric_settles(&self, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let v = self.metric(name, labels).await;
+            if v == want || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGKILL and waits for the process to go.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} {pid} failed");
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit status and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some((status, start.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Restarts on the same config, state and ports.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Rewrites the config file (for reload tests).
+    pub fn rewrite_config(&self, text: &str) {
+        let mut f = std::fs::File::create(&self.config_path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config_path).unwrap()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sums samples of `name` whose label set includes every pair in `labels`.
+pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let ok = labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// A plain HTTP client with no connection reuse surprises and a bounded timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// Runs `portcullis ARGS` and returns (success, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Polls `cond` every 20 ms until it is true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
