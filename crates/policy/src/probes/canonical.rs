@@ -164,7 +164,8 @@ pub(crate) fn canonicalize_into(raw_path: &[u8], scratch: &mut Scratch) -> Flags
     let mut first_pass = Decoded::default();
     let source: &[u8] = if raw.contains(&b'%') {
         first_pass = percent_decode_into(raw, &mut scratch.decoded);
-        if first_pass.percent && has_escape(&scratch.decoded) {
+        // Any escape left after one pass was hidden: `%252e`, or Apache's `%%32%65`.
+        if has_escape(&scratch.decoded) {
             let second_pass = percent_decode_into(&scratch.decoded, &mut scratch.decoded_twice);
             flags.double_encoded = second_pass.any_separator_or_dot() || second_pass.percent;
             // What the second level hid counts as an encoded dot or slash too.
@@ -387,6 +388,10 @@ mod tests {
         // Nested escapes of the escape itself: %25%32%65 is "%2e".
         let c = canonicalize(b"/%25%32%65%25%32%65/x");
         assert!(c.double_encoded);
+        // Apache CVE-2021-42013: a literal '%' followed by encoded hex digits.
+        let c = canonicalize(b"/cgi-bin/%%32%65%%32%65/%%32%65%%32%65/bin/sh");
+        assert!(c.double_encoded);
+        assert!(c.climbs_above_root);
         // A doubly encoded space is a client bug, not an evasion.
         let c = canonicalize(b"/files/a%2520b");
         assert!(!c.double_encoded);
