@@ -49,6 +49,11 @@ impl ClientIdentity {
         }
     }
 
+    /// Bits of an IPv6 identity.
+    pub fn ipv6_prefix(&self) -> u8 {
+        self.ipv6_prefix
+    }
+
     /// The header this resolver reads.
     pub fn header(&self) -> ClientHeader {
         self.header

@@ -2,15 +2,19 @@
 #![forbid(unsafe_code)]
 
 mod access_log;
+mod admin;
+mod cli;
 mod config;
 mod filters;
 mod inflight;
 mod logging;
 mod metrics;
 mod proxy;
+mod reload;
 mod routes;
 mod runtime;
 mod serve;
+mod state;
 mod upstream;
 
 use std::path::PathBuf;
@@ -33,6 +37,19 @@ enum Command {
         /// Configuration file.
         #[arg(short, long, default_value = "/etc/portcullis/portcullis.toml")]
         config: PathBuf,
+    },
+    /// Manage bans through the running gateway's admin API (the fail2ban-client equivalents).
+    Bans {
+        /// Configuration file (for the admin address and token).
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/portcullis/portcullis.toml",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: cli::BansCommand,
     },
     /// Validate a configuration file and exit: 0 when valid, 1 with every error otherwise.
     Check {
@@ -67,5 +84,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => serve::run(&config),
+        Command::Bans { config, command } => cli::bans(&config, command),
     }
 }

@@ -15,6 +15,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
+use portcullis_policy::reputation::OffenseKind;
 use portcullis_policy::time::{Clock, SystemClock};
 
 use crate::metrics::{status_class, Metrics};
@@ -104,7 +105,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Sends a short plain-text response and marks the request answered.
-    async fn refuse(
+    pub(crate) async fn refuse(
         &self,
         session: &mut Session,
         status: u16,
@@ -130,7 +131,7 @@ impl Gateway {
     }
 
     /// Closes the connection without a response (nginx's 444).
-    fn drop_connection(ctx: &mut RequestCtx) -> Result<bool> {
+    pub(crate) fn drop_connection(ctx: &mut RequestCtx) -> Result<bool> {
         ctx.drop_connection = true;
         Err(Error::explain(
             ErrorType::ConnectionClosed,
@@ -298,7 +299,12 @@ impl ProxyHttp for Gateway {
                 .upstream_seconds
                 .with_label_values(&[upstream.settings.name.as_str()])
                 .observe(started.elapsed().as_secs_f64());
-            crate::filters::upstream_status(ctx, rt, upstream_response.status.as_u16());
+            crate::filters::upstream_status(
+                ctx,
+                rt,
+                upstream_response.status.as_u16(),
+                SystemClock.now_ms(),
+            );
         }
         Ok(())
     }
@@ -346,6 +352,9 @@ impl ProxyHttp for Gateway {
             }
         } else if code == 400 {
             ctx.decision = Decision::Malformed;
+            if let (Some(rt), Some(key)) = (ctx.rt.as_ref(), ctx.key) {
+                crate::filters::offense(rt, key, OffenseKind::Malformed, SystemClock.now_ms());
+            }
         }
         if code > 0 {
             let body = match code {

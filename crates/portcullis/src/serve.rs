@@ -49,6 +49,7 @@ pub fn run(path: &Path) -> ExitCode {
     let listen = settings.server.listen.clone();
     let tls = settings.server.tls.clone();
     let metrics_addr = settings.metrics;
+    let admin = settings.admin.clone();
     let runtime = match Runtime::build(settings, None) {
         Ok(rt) => rt,
         Err(e) => {
@@ -57,6 +58,7 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     let shared = Arc::new(ArcSwap::from_pointee(runtime));
+    crate::metrics::EngineCollector::register(shared.clone());
 
     let gateway = Gateway {
         runtime: shared.clone(),
@@ -88,6 +90,35 @@ pub fn run(path: &Path) -> ExitCode {
         metrics.threads = Some(1);
         metrics.add_tcp(&addr.to_string());
         server.add_service(metrics);
+    }
+
+    if let Some(admin) = admin {
+        let token = match admin.token_file.as_deref().map(crate::admin::read_token) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot start the admin API");
+                return ExitCode::FAILURE;
+            }
+        };
+        let app = crate::admin::AdminApp {
+            runtime: shared.clone(),
+            token,
+            config_path: path.to_path_buf(),
+        };
+        let mut svc = pingora::services::listening::Service::new(
+            "admin".to_string(),
+            pingora::apps::http_app::HttpServer::new_app(app),
+        );
+        svc.threads = Some(1);
+        svc.add_tcp(&admin.listen.to_string());
+        server.add_service(svc);
+    }
+    if let Err(e) = crate::reload::watch_sighup(path.to_path_buf(), shared.clone())
+        .and_then(|()| crate::reload::spawn_housekeeping(shared.clone()))
+    {
+        tracing::error!(error = %e, "cannot start background threads");
+        return ExitCode::FAILURE;
     }
 
     tracing::info!(

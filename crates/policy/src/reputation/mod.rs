@@ -469,7 +469,9 @@ impl Offender {
             // Merge the two oldest entries (keeping the newer time) instead of dropping one:
             // a forgotten weight could let a client stay under the threshold forever.
             match (self.window.pop_front(), self.window.front_mut()) {
-                (Some(oldest), Some(next)) => next.weight = next.weight.saturating_add(oldest.weight),
+                (Some(oldest), Some(next)) => {
+                    next.weight = next.weight.saturating_add(oldest.weight)
+                }
                 (Some(oldest), None) => {
                     self.window.push_front(oldest);
                     break;
@@ -1007,16 +1009,18 @@ impl Reputation {
         let mut state = PersistentState::default();
         for shard in self.shards.iter() {
             let shard = shard.read();
-            state.bans.extend(
-                shard
-                    .bans
-                    .iter()
-                    .filter(|(_, b)| b.active(now_ms))
-                    .map(|(ip, b)| StoredBan {
-                        seq: b.seq,
-                        ban: b.info(self.client_net(*ip, &settings)),
-                    }),
-            );
+            state
+                .bans
+                .extend(
+                    shard
+                        .bans
+                        .iter()
+                        .filter(|(_, b)| b.active(now_ms))
+                        .map(|(ip, b)| StoredBan {
+                            seq: b.seq,
+                            ban: b.info(self.client_net(*ip, &settings)),
+                        }),
+                );
             state.histories.extend(
                 shard
                     .offenders
@@ -1034,15 +1038,17 @@ impl Reputation {
             );
         }
         let nets = self.nets.read();
-        state.bans.extend(
-            nets.cidr_bans
-                .iter()
-                .filter(|(_, b)| b.active(now_ms))
-                .map(|(net, b)| StoredBan {
-                    seq: b.seq,
-                    ban: b.info(*net),
-                }),
-        );
+        state
+            .bans
+            .extend(
+                nets.cidr_bans
+                    .iter()
+                    .filter(|(_, b)| b.active(now_ms))
+                    .map(|(net, b)| StoredBan {
+                        seq: b.seq,
+                        ban: b.info(*net),
+                    }),
+            );
         state
     }
 
@@ -1055,8 +1061,7 @@ impl Reputation {
         let mut max_seq = 0;
         for h in state.histories {
             max_seq = max_seq.max(h.seq);
-            if h.ban_count == 0 || h.last_ban_end_ms.saturating_add(settings.history_ms) <= now_ms
-            {
+            if h.ban_count == 0 || h.last_ban_end_ms.saturating_add(settings.history_ms) <= now_ms {
                 report.histories_dropped += 1;
                 continue;
             }

@@ -6,7 +6,7 @@
 //! the file has it, the line.
 
 pub mod raw;
-mod validate;
+pub(crate) mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portcullis_policy::client::ClientIdentity;
+use portcullis_policy::limiter::ZoneSettings;
+use portcullis_policy::probes::ProbeMatcher;
+use portcullis_policy::reputation::{OffenseWeights, ReputationSettings};
+use std::sync::Arc;
 
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +77,12 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
     /// Routes in file order.
     pub routes: Vec<RouteSettings>,
+    /// Rate-limit zones, by position (routes refer to them by index).
+    pub zones: Vec<ZoneConfig>,
+    /// Probe blocklist; `None` when `[probes]` is absent.
+    pub probes: Option<ProbesSettings>,
+    /// Reputation and bans; `None` when `[reputation]` is absent.
+    pub reputation: Option<ReputationConfig>,
     /// Concurrency caps.
     pub inflight: InflightSettings,
     /// Access log.
@@ -157,14 +167,37 @@ pub enum Refusal {
     Drop,
 }
 
-impl Refusal {
-    /// The status recorded in logs and metrics: 444 for a drop, as nginx logs it.
-    pub fn log_status(self) -> u16 {
-        match self {
-            Refusal::Status(s) => s,
-            Refusal::Drop => 444,
-        }
-    }
+/// One `[rate_limit.NAME]` zone.
+#[derive(Debug, Clone)]
+pub struct ZoneConfig {
+    /// The engine's settings (rate, burst, delay, max_clients).
+    pub engine: ZoneSettings,
+    /// Status of a rejection (nginx `limit_req_status`).
+    pub status: u16,
+    /// Count and log, never reject or delay (nginx `limit_req_dry_run`).
+    pub dry_run: bool,
+}
+
+/// `[probes]`.
+#[derive(Debug, Clone)]
+pub struct ProbesSettings {
+    /// The compiled matcher (built during validation, so bad rules are config errors).
+    pub matcher: Arc<ProbeMatcher>,
+    /// What a hit gets.
+    pub action: Refusal,
+}
+
+/// `[reputation]`.
+#[derive(Debug, Clone)]
+pub struct ReputationConfig {
+    /// Engine settings.
+    pub engine: ReputationSettings,
+    /// Upstream statuses that count as offenses.
+    pub offense_status: Vec<u16>,
+    /// What a banned or denied client gets.
+    pub ban_action: Refusal,
+    /// Weight of each offense kind.
+    pub weights: OffenseWeights,
 }
 
 /// `[inflight]`: concurrency caps (nginx `limit_conn`).
@@ -215,6 +248,11 @@ pub struct LogSettings {
 }
 
 impl Settings {
+    /// The IPv6 aggregation prefix of client identities.
+    pub fn client_ip_prefix(&self) -> u8 {
+        self.client_ip.ipv6_prefix()
+    }
+
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {

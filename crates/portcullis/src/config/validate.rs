@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use portcullis_policy::client::{ClientHeader, ClientIdentity};
+use portcullis_policy::limiter::{Delay, Rate, ZoneSettings};
+use portcullis_policy::probes::{ProbeError, ProbeMatcher, ProbeSettings};
+use portcullis_policy::reputation::{Increment, OffenseWeights, ReputationSettings};
 use toml_edit::{ImDocument, Item, TableLike};
 
 use super::raw::*;
@@ -319,8 +322,13 @@ pub(super) fn validate(
         });
     }
 
-    // [rate_limit.*] names, so routes can refer to them.
+    // [rate_limit.*], before routes so they can refer to zones.
     let zone_names: Vec<&String> = raw.rate_limit.keys().collect();
+    let zones: Vec<ZoneConfig> = raw
+        .rate_limit
+        .iter()
+        .map(|(name, z)| zone(&mut c, name, z))
+        .collect();
 
     // [[route]]
     let mut routes = Vec::new();
@@ -382,6 +390,12 @@ pub(super) fn validate(
     if routes.is_empty() && c.errors.is_empty() {
         c.err("route", "no [[route]]: every request would get 404");
     }
+
+    let probes = raw.probes.as_ref().map(|p| probes(&mut c, p));
+    let reputation = raw
+        .reputation
+        .as_ref()
+        .map(|r| reputation(&mut c, r, client_ip_prefix(&raw.client_ip)));
 
     // [inflight]
     let inflight = InflightSettings {
@@ -455,8 +469,274 @@ pub(super) fn validate(
         client_ip,
         upstreams,
         routes,
+        zones,
+        probes,
+        reputation,
         inflight,
         access_log,
         log,
     })
+}
+
+fn client_ip_prefix(raw: &RawClientIp) -> u8 {
+    raw.ipv6_prefix
+        .filter(|p| (1..=128).contains(p))
+        .map_or(64, |p| p as u8)
+}
+
+/// `[rate_limit.NAME]`.
+fn zone(c: &mut Check, name: &str, z: &RawZone) -> ZoneConfig {
+    let key = format!("rate_limit.{name}");
+    let rate = match Rate::parse(&z.rate) {
+        Ok(r) => r,
+        Err(e) => {
+            c.err(
+                format!("{key}.rate"),
+                format!("{e}; write e.g. \"10r/s\" or \"60r/m\""),
+            );
+            Rate::per_second(1)
+        }
+    };
+    let burst = c.int(&format!("{key}.burst"), z.burst, 0..=1_000_000, 0) as u64;
+    let delay = match (z.nodelay, z.delay) {
+        (Some(true), Some(_)) => {
+            c.err(
+                format!("{key}.delay"),
+                "set either nodelay = true or delay = N, not both",
+            );
+            Delay::NoDelay
+        }
+        (Some(true), None) => Delay::NoDelay,
+        (_, Some(n)) => {
+            Delay::After(c.int(&format!("{key}.delay"), Some(n), 0..=1_000_000, 0) as u64)
+        }
+        // nginx's default: every request above the rate is delayed (up to burst).
+        (_, None) => Delay::After(0),
+    };
+    let max_clients = c.int(
+        &format!("{key}.max_clients"),
+        z.max_clients,
+        1..=16_000_000,
+        160_000,
+    ) as usize;
+    let engine = ZoneSettings {
+        name: name.to_string(),
+        rate,
+        burst,
+        delay,
+        max_clients,
+    };
+    if let Err(e) = engine.validate() {
+        c.err(key.clone(), e.to_string());
+    }
+    ZoneConfig {
+        engine,
+        status: c.int(&format!("{key}.status"), z.status, 400..=599, 429) as u16,
+        dry_run: z.dry_run.unwrap_or(false),
+    }
+}
+
+/// "404", "403", "drop", or any 4xx/5xx status as a string or number-like string.
+fn refusal(c: &mut Check, key: &str, value: Option<&str>, default: Refusal) -> Refusal {
+    match value {
+        None => default,
+        Some("drop") | Some("444") => Refusal::Drop,
+        Some(v) => match v.parse::<u16>() {
+            Ok(s) if (400..=599).contains(&s) => Refusal::Status(s),
+            _ => {
+                c.err(
+                    key,
+                    format!("{v:?} is not an action: use \"403\", \"404\" or \"drop\""),
+                );
+                default
+            }
+        },
+    }
+}
+
+/// `[probes]`.
+fn probes(c: &mut Check, p: &RawProbes) -> ProbesSettings {
+    let settings = ProbeSettings {
+        builtin: p.builtin.unwrap_or(true),
+        paths: p.paths.clone(),
+        prefixes: p.prefixes.clone(),
+        regex: p.regex.clone(),
+        user_agents: p.user_agents.clone(),
+        allow: p
+            .allow
+            .clone()
+            .unwrap_or_else(|| vec!["/.well-known/acme-challenge/".into()]),
+    };
+    let matcher = match ProbeMatcher::new(&settings) {
+        Ok(m) => m,
+        Err(e) => {
+            let key = match &e {
+                ProbeError::InvalidEntry { list, index, .. } => format!("probes.{list}[{index}]"),
+                ProbeError::TooLarge { list, .. } => format!("probes.{list}"),
+                ProbeError::Builtin(_) => "probes.builtin".to_string(),
+            };
+            c.err(key, e.to_string());
+            ProbeMatcher::new(&ProbeSettings {
+                builtin: false,
+                ..ProbeSettings::default()
+            })
+            .unwrap_or_else(|_| unreachable!("an empty probe list always builds"))
+        }
+    };
+    ProbesSettings {
+        matcher: Arc::new(matcher),
+        action: refusal(
+            c,
+            "probes.action",
+            p.action.as_deref(),
+            Refusal::Status(404),
+        ),
+    }
+}
+
+/// `[reputation]`: a fail2ban jail.
+fn reputation(c: &mut Check, r: &RawReputation, ipv6_prefix: u8) -> ReputationConfig {
+    let defaults = ReputationSettings::default();
+    let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    let nets = |c: &mut Check, key: &str, list: &[String]| -> Vec<IpNet> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, n)| c.net(&format!("reputation.{key}[{i}]"), n))
+            .collect()
+    };
+    let ignoreip = match &r.ignoreip {
+        Some(list) => nets(c, "ignoreip", list),
+        // fail2ban's default: never ban the host itself.
+        None => vec![
+            "127.0.0.0/8".parse().unwrap_or_else(|_| unreachable!()),
+            "::1/128".parse().unwrap_or_else(|_| unreachable!()),
+        ],
+    };
+    let deny = nets(c, "deny", &r.deny);
+    let increment = match &r.bantime_increment {
+        None => None,
+        Some(inc) if inc.enabled == Some(false) => None,
+        Some(inc) => {
+            let factor = inc.factor.unwrap_or(2.0);
+            if !(factor.is_finite() && factor >= 1.0) {
+                c.err(
+                    "reputation.bantime_increment.factor",
+                    format!("{factor} must be a number >= 1"),
+                );
+            }
+            let multipliers = inc.multipliers.clone().unwrap_or_default();
+            for (i, m) in multipliers.iter().enumerate() {
+                if !(m.is_finite() && *m > 0.0) {
+                    c.err(
+                        format!("reputation.bantime_increment.multipliers[{i}]"),
+                        format!("{m} must be a positive number"),
+                    );
+                }
+            }
+            Some(Increment {
+                factor,
+                multipliers,
+                maxtime_ms: ms(c.duration(
+                    "reputation.bantime_increment.maxtime",
+                    inc.maxtime.as_deref(),
+                    Duration::from_secs(7 * 86_400),
+                )),
+                rndtime_ms: ms(c.duration(
+                    "reputation.bantime_increment.rndtime",
+                    inc.rndtime.as_deref(),
+                    Duration::ZERO,
+                )),
+            })
+        }
+    };
+    let engine = ReputationSettings {
+        maxretry: c.int(
+            "reputation.maxretry",
+            r.maxretry,
+            1..=1_000_000,
+            i64::from(defaults.maxretry),
+        ) as u32,
+        findtime_ms: ms(c.duration(
+            "reputation.findtime",
+            r.findtime.as_deref(),
+            Duration::from_millis(defaults.findtime_ms),
+        )),
+        bantime_ms: ms(c.duration(
+            "reputation.bantime",
+            r.bantime.as_deref(),
+            Duration::from_millis(defaults.bantime_ms),
+        )),
+        increment,
+        history_ms: ms(c.duration(
+            "reputation.history",
+            r.history.as_deref(),
+            Duration::from_millis(defaults.history_ms),
+        )),
+        max_offenders: c.int(
+            "reputation.max_offenders",
+            r.max_offenders,
+            1..=100_000_000,
+            defaults.max_offenders as i64,
+        ) as usize,
+        max_bans: c.int(
+            "reputation.max_bans",
+            r.max_bans,
+            1..=100_000_000,
+            defaults.max_bans as i64,
+        ) as usize,
+        ignoreip,
+        deny,
+        ipv6_prefix,
+    };
+    if engine.findtime_ms == 0 {
+        c.err("reputation.findtime", "must be longer than 0");
+    }
+    if engine.bantime_ms == 0 {
+        c.err("reputation.bantime", "must be longer than 0");
+    }
+    let offense_status = match &r.offense_status {
+        None => vec![403, 404, 444],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                if (100..=599).contains(s) {
+                    Some(*s as u16)
+                } else {
+                    c.err(
+                        format!("reputation.offense_status[{i}]"),
+                        format!("{s} is not an HTTP status"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+    };
+    let w = &r.weights;
+    let dw = OffenseWeights::default();
+    let weight = |c: &mut Check, key: &str, v: Option<i64>, d: u32| {
+        c.int(
+            &format!("reputation.weights.{key}"),
+            v,
+            0..=1_000_000,
+            i64::from(d),
+        ) as u32
+    };
+    let weights = OffenseWeights {
+        probe: weight(c, "probe", w.probe, dw.probe),
+        rate_limit: weight(c, "rate_limit", w.rate_limit, dw.rate_limit),
+        upstream_status: weight(c, "status", w.status, dw.upstream_status),
+        malformed: weight(c, "malformed", w.malformed, dw.malformed),
+    };
+    ReputationConfig {
+        engine,
+        offense_status,
+        ban_action: refusal(
+            c,
+            "reputation.ban_action",
+            r.ban_action.as_deref(),
+            Refusal::Status(403),
+        ),
+        weights,
+    }
 }
