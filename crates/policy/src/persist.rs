@@ -44,9 +44,7 @@
 //! Call [`Journal::snapshot`] from the thread that appends (so no event queued before the
 //! snapshot's capture can be truncated away), e.g. when [`Journal::needs_compaction`] says so.
 
-use crate::reputation::{
-    BanInfo, Event, PersistentState, Reputation, StoredBan, StoredHistory,
-};
+use crate::reputation::{BanInfo, Event, PersistentState, Reputation, StoredBan, StoredHistory};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -438,8 +436,7 @@ fn decode_at(bytes: &[u8], pos: usize) -> Result<(Record, usize), String> {
     if crc32fast::hash(body) != crc {
         return Err("record checksum mismatch".to_string());
     }
-    let record =
-        serde_json::from_slice(body).map_err(|e| format!("undecodable record: {e}"))?;
+    let record = serde_json::from_slice(body).map_err(|e| format!("undecodable record: {e}"))?;
     Ok((record, pos + body_end + 1))
 }
 

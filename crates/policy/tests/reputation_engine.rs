@@ -79,7 +79,10 @@ fn offense_exactly_findtime_old_has_left_the_window() {
     let rep = Reputation::new(settings());
     let c = ip("203.0.113.9");
     rep.offense(c, OffenseKind::Probe, 4, T0);
-    assert_eq!(rep.offense(c, OffenseKind::Malformed, 1, T0 + 10 * MIN), None);
+    assert_eq!(
+        rep.offense(c, OffenseKind::Malformed, 1, T0 + 10 * MIN),
+        None
+    );
     assert!(rep
         .offense(c, OffenseKind::Malformed, 1, T0 + 10 * MIN - 1)
         .is_none());
@@ -126,7 +129,10 @@ fn bans_expire_and_banned_clients_are_not_counted() {
     let events = rep.expire(T0 + 10 * MIN);
     assert!(matches!(
         events.as_slice(),
-        [Event::Unbanned { cause: UnbanCause::Expired, .. }]
+        [Event::Unbanned {
+            cause: UnbanCause::Expired,
+            ..
+        }]
     ));
     let stats = rep.stats();
     assert_eq!(stats.active_bans, 0);
@@ -167,7 +173,10 @@ fn escalation_multiplies_by_factor_and_caps_at_maxtime() {
         rndtime_ms: 0,
     }));
     let series = ban_series(&rep, ip("192.0.2.20"), 5);
-    assert_eq!(series, vec![10 * MIN, 20 * MIN, 40 * MIN, 60 * MIN, 60 * MIN]);
+    assert_eq!(
+        series,
+        vec![10 * MIN, 20 * MIN, 40 * MIN, 60 * MIN, 60 * MIN]
+    );
     assert_eq!(rep.history(ip("192.0.2.20"), T0).unwrap().ban_count, 5);
 }
 
@@ -193,7 +202,10 @@ fn escalation_multipliers_list_repeats_its_last_entry() {
         rndtime_ms: 0,
     }));
     let series = ban_series(&rep, ip("192.0.2.21"), 5);
-    assert_eq!(series, vec![10 * MIN, 50 * MIN, 120 * MIN, 120 * MIN, 120 * MIN]);
+    assert_eq!(
+        series,
+        vec![10 * MIN, 50 * MIN, 120 * MIN, 120 * MIN, 120 * MIN]
+    );
 }
 
 #[test]
@@ -318,7 +330,10 @@ fn cidr_ban_covers_addresses_inside() {
     rep.ban(net("2001:db8::/32"), MIN, "v6", T0).unwrap();
     assert!(is_banned(&rep, ip("2001:db8:1:2::"), T0));
     // Expiry applies to CIDR bans too.
-    assert_eq!(rep.check(ip("198.51.100.200"), T0 + 5 * MIN), Verdict::Allow);
+    assert_eq!(
+        rep.check(ip("198.51.100.200"), T0 + 5 * MIN),
+        Verdict::Allow
+    );
     assert_eq!(rep.expire(T0 + 5 * MIN).len(), 2);
     assert_eq!(rep.stats().active_bans, 0);
     assert_eq!(rep.stats().bans_by_reason[4], ("manual", 2));
@@ -353,7 +368,9 @@ fn unban_restores_access_and_clears_the_window() {
     assert_eq!(rep.check(c, T0 + 6), Verdict::Allow);
     // Not instantly re-banned: the window starts from zero.
     for i in 0..4 {
-        assert!(rep.offense(c, OffenseKind::RateLimit, 1, T0 + 10 + i).is_none());
+        assert!(rep
+            .offense(c, OffenseKind::RateLimit, 1, T0 + 10 + i)
+            .is_none());
     }
     let info = rep.history(c, T0 + 20).unwrap();
     assert_eq!(info.score, 4);
@@ -374,8 +391,10 @@ fn admin_ban_lists_and_replaces() {
         Err(BanError::ZeroDuration)
     );
     rep.ban(net("192.0.2.50/32"), MIN, "first", T0).unwrap();
-    rep.ban(net("192.0.2.50/32"), 2 * MIN, "second", T0 + 1).unwrap();
-    rep.ban(net("192.0.2.0/28"), 3 * MIN, "range", T0 + 2).unwrap();
+    rep.ban(net("192.0.2.50/32"), 2 * MIN, "second", T0 + 1)
+        .unwrap();
+    rep.ban(net("192.0.2.0/28"), 3 * MIN, "range", T0 + 2)
+        .unwrap();
     let bans = rep.bans(T0 + 3);
     assert_eq!(bans.len(), 2);
     assert_eq!(bans[0].reason, "second");
@@ -392,7 +411,8 @@ fn max_bans_refuses_new_bans_and_keeps_existing_ones() {
         ..settings()
     });
     for i in 0..3 {
-        rep.ban(net(&format!("192.0.2.{i}/32")), MIN, "x", T0).unwrap();
+        rep.ban(net(&format!("192.0.2.{i}/32")), MIN, "x", T0)
+            .unwrap();
     }
     assert_eq!(
         rep.ban(net("192.0.2.200/32"), MIN, "x", T0),
@@ -400,7 +420,9 @@ fn max_bans_refuses_new_bans_and_keeps_existing_ones() {
     );
     assert!(rep.ban(net("10.0.0.0/8"), MIN, "x", T0).is_err());
     // Automatic bans are refused too, and counted.
-    assert!(rep.offense(ip("192.0.2.201"), OffenseKind::Probe, 1, T0).is_none());
+    assert!(rep
+        .offense(ip("192.0.2.201"), OffenseKind::Probe, 1, T0)
+        .is_none());
     assert_eq!(rep.stats().bans_refused, 3);
     for i in 0..3 {
         assert!(is_banned(&rep, ip(&format!("192.0.2.{i}")), T0));
@@ -410,7 +432,9 @@ fn max_bans_refuses_new_bans_and_keeps_existing_ones() {
     // Room frees up once housekeeping drops expired bans; the refused offender is banned on
     // its next offense.
     rep.expire(T0 + MIN);
-    assert!(rep.offense(ip("192.0.2.201"), OffenseKind::Probe, 1, T0 + MIN).is_some());
+    assert!(rep
+        .offense(ip("192.0.2.201"), OffenseKind::Probe, 1, T0 + MIN)
+        .is_some());
 }
 
 #[test]
@@ -456,7 +480,12 @@ fn eviction_prefers_lowest_score_then_oldest() {
     // Fill: one score-3 client seen first, then seven score-1 clients.
     rep.offense(ip("192.0.2.100"), OffenseKind::Probe, 3, T0);
     for i in 0..7u64 {
-        rep.offense(ip(&format!("192.0.2.{i}")), OffenseKind::Malformed, 1, T0 + 1 + i);
+        rep.offense(
+            ip(&format!("192.0.2.{i}")),
+            OffenseKind::Malformed,
+            1,
+            T0 + 1 + i,
+        );
     }
     // One more client: a batch of 1 (capacity / 8) must go, the oldest score-1 one.
     rep.offense(ip("192.0.2.50"), OffenseKind::Malformed, 1, T0 + 100);
@@ -473,9 +502,13 @@ fn table_full_of_banned_offenders_does_not_track_new_ones() {
         maxretry: 1,
         ..settings()
     });
-    rep.offense(ip("192.0.2.1"), OffenseKind::Probe, 1, T0).unwrap();
-    rep.offense(ip("192.0.2.2"), OffenseKind::Probe, 1, T0).unwrap();
-    assert!(rep.offense(ip("192.0.2.3"), OffenseKind::Probe, 1, T0).is_none());
+    rep.offense(ip("192.0.2.1"), OffenseKind::Probe, 1, T0)
+        .unwrap();
+    rep.offense(ip("192.0.2.2"), OffenseKind::Probe, 1, T0)
+        .unwrap();
+    assert!(rep
+        .offense(ip("192.0.2.3"), OffenseKind::Probe, 1, T0)
+        .is_none());
     let stats = rep.stats();
     assert_eq!(stats.offenders_untracked, 1);
     assert_eq!(stats.evictions, 0);
@@ -484,7 +517,8 @@ fn table_full_of_banned_offenders_does_not_track_new_ones() {
 #[test]
 fn reconfigure_keeps_bans_and_applies_new_lists() {
     let rep = Reputation::new(settings());
-    rep.offense(ip("192.0.2.1"), OffenseKind::Probe, 5, T0).unwrap();
+    rep.offense(ip("192.0.2.1"), OffenseKind::Probe, 5, T0)
+        .unwrap();
     rep.reconfigure(ReputationSettings {
         maxretry: 2,
         deny: vec![net("192.0.2.128/25")],
@@ -492,7 +526,9 @@ fn reconfigure_keeps_bans_and_applies_new_lists() {
     });
     assert!(is_banned(&rep, ip("192.0.2.1"), T0));
     assert_eq!(rep.check(ip("192.0.2.200"), T0), Verdict::Denied);
-    assert!(rep.offense(ip("192.0.2.9"), OffenseKind::Probe, 2, T0).is_some());
+    assert!(rep
+        .offense(ip("192.0.2.9"), OffenseKind::Probe, 2, T0)
+        .is_some());
     assert_eq!(rep.settings().maxretry, 2);
 }
 

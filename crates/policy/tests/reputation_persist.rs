@@ -46,10 +46,14 @@ fn reopen(dir: &Path, now: u64) -> (Journal, Reputation, persist::LoadReport) {
 /// A run that bans a client automatically, one by hand, and a network, journaling each event.
 fn populate(journal: &mut Journal, rep: &Reputation) -> Vec<Event> {
     let mut events = vec![
-        rep.offense(ip("192.0.2.1"), OffenseKind::Probe, 1, T0).unwrap(),
-        rep.ban(net("192.0.2.2/32"), 60 * MIN, "by hand", T0).unwrap(),
-        rep.ban(net("198.51.100.0/24"), 30 * MIN, "network", T0).unwrap(),
-        rep.offense(ip("192.0.2.3"), OffenseKind::RateLimit, 1, T0).unwrap(),
+        rep.offense(ip("192.0.2.1"), OffenseKind::Probe, 1, T0)
+            .unwrap(),
+        rep.ban(net("192.0.2.2/32"), 60 * MIN, "by hand", T0)
+            .unwrap(),
+        rep.ban(net("198.51.100.0/24"), 30 * MIN, "network", T0)
+            .unwrap(),
+        rep.offense(ip("192.0.2.3"), OffenseKind::RateLimit, 1, T0)
+            .unwrap(),
     ];
     events.push(rep.unban(net("192.0.2.3/32"), T0 + 1).unwrap());
     for event in &events {
@@ -157,7 +161,8 @@ fn garbage_in_the_journal_is_reported_and_does_not_stop_start_up() {
         .append(true)
         .open(dir.path().join(JOURNAL_FILE))
         .unwrap();
-    file.write_all(b"\x00\xffnot a record at all\n\x13\x37").unwrap();
+    file.write_all(b"\x00\xffnot a record at all\n\x13\x37")
+        .unwrap();
     drop(file);
 
     let (_journal, restored, report) = reopen(dir.path(), T0 + 2);
@@ -192,10 +197,16 @@ fn snapshot_and_compaction_round_trip() {
     assert!(journal.journal_bytes() > 0);
     journal.snapshot(&rep, T0 + 1).unwrap();
     assert_eq!(journal.journal_bytes(), 0);
-    assert_eq!(fs::metadata(dir.path().join(JOURNAL_FILE)).unwrap().len(), 0);
+    assert_eq!(
+        fs::metadata(dir.path().join(JOURNAL_FILE)).unwrap().len(),
+        0
+    );
     // Events after the snapshot go to the fresh journal.
     journal
-        .append(&rep.ban(net("203.0.113.0/24"), MIN, "later", T0 + 2).unwrap())
+        .append(
+            &rep.ban(net("203.0.113.0/24"), MIN, "later", T0 + 2)
+                .unwrap(),
+        )
         .unwrap();
     drop(journal);
 
@@ -215,7 +226,9 @@ fn snapshot_and_compaction_round_trip() {
         );
     }
     // Sequence numbers continue after the restored ones.
-    let next = restored.ban(net("203.0.113.5/32"), MIN, "x", T0 + 3).unwrap();
+    let next = restored
+        .ban(net("203.0.113.5/32"), MIN, "x", T0 + 3)
+        .unwrap();
     let max_before = rep.export(T0 + 3).bans.iter().map(|b| b.seq).max().unwrap();
     assert!(next.seq() > max_before);
 }
@@ -224,9 +237,12 @@ fn snapshot_and_compaction_round_trip() {
 fn corrupt_snapshot_falls_back_to_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, rep, _) = reopen(dir.path(), T0);
-    rep.offense(ip("192.0.2.1"), OffenseKind::Probe, 1, T0).unwrap();
+    rep.offense(ip("192.0.2.1"), OffenseKind::Probe, 1, T0)
+        .unwrap();
     journal.snapshot(&rep, T0).unwrap();
-    let later = rep.ban(net("192.0.2.2/32"), 60 * MIN, "after snapshot", T0 + 1).unwrap();
+    let later = rep
+        .ban(net("192.0.2.2/32"), 60 * MIN, "after snapshot", T0 + 1)
+        .unwrap();
     journal.append(&later).unwrap();
     drop(journal);
     fs::write(dir.path().join(SNAPSHOT_FILE), b"\xde\xad\xbe\xef garbage").unwrap();
@@ -236,7 +252,10 @@ fn corrupt_snapshot_falls_back_to_the_journal() {
     assert!(!report.journal_corrupt);
     assert_eq!(report.snapshot_records, 0);
     assert!(banned(&restored, "192.0.2.2", T0 + 2));
-    assert!(!banned(&restored, "192.0.2.1", T0 + 2), "lost with the snapshot");
+    assert!(
+        !banned(&restored, "192.0.2.1", T0 + 2),
+        "lost with the snapshot"
+    );
     assert!(dir.path().join(format!("{SNAPSHOT_FILE}.corrupt")).exists());
 }
 

@@ -35,10 +35,10 @@
 //!
 //! # Bounded memory
 //!
-//! * Offenders: at most `max_offenders`. When a shard is full, forgettable entries are dropped
-//!   and then the least harmful eighth (by `score + ban_count * maxretry`, then oldest last
-//!   offense) is evicted in one batch, so an IP-rotating flood costs amortized O(1) per new
-//!   client. Currently banned offenders are never evicted; if nothing else can go, the new
+//! * Offenders: at most `max_offenders` (a global count; one shard may hold up to twice its
+//!   even share). When full, the shard of the new client drops forgettable entries and then
+//!   evicts its least harmful eighth (by `score + ban_count * maxretry`, then oldest last
+//!   offense) in one batch, so an IP-rotating flood costs amortized O(1) per new client. Currently banned offenders are never evicted; if nothing else can go, the new
 //!   client is simply not tracked (counted in [`Stats::offenders_untracked`]).
 //! * Offense memory per offender: the last `min(maxretry, 32)` weighted offenses. Weights are
 //!   at least 1, so for `maxretry <= 32` this decides the threshold exactly; above that the two
@@ -432,6 +432,8 @@ struct Offender {
     ban_count: u32,
     last_ban_end_ms: u64,
     last_seen_ms: u64,
+    /// Score right after the last offense (or 0 after the window was cleared).
+    last_score: u32,
     total_offenses: u64,
     /// Sequence number of the last history change (persisted with the history).
     seq: u64,
@@ -469,7 +471,9 @@ impl Offender {
             // Merge the two oldest entries (keeping the newer time) instead of dropping one:
             // a forgotten weight could let a client stay under the threshold forever.
             match (self.window.pop_front(), self.window.front_mut()) {
-                (Some(oldest), Some(next)) => next.weight = next.weight.saturating_add(oldest.weight),
+                (Some(oldest), Some(next)) => {
+                    next.weight = next.weight.saturating_add(oldest.weight)
+                }
                 (Some(oldest), None) => {
                     self.window.push_front(oldest);
                     break;
@@ -480,15 +484,23 @@ impl Offender {
         self.window.push_back(offense);
     }
 
-    /// True when nothing about this offender is worth remembering any more.
+    /// True when nothing about this offender is worth remembering any more. Reads only
+    /// inline fields (no window access): eviction scans whole shards and must not chase a
+    /// pointer per entry.
     fn forgettable(&self, now_ms: u64, s: &ReputationSettings) -> bool {
-        self.score_at(now_ms, s.findtime_ms) == 0
+        // Every offense is at or before `last_seen_ms`, so this implies an empty window.
+        self.last_seen_ms.saturating_add(s.findtime_ms) <= now_ms
             && (self.ban_count == 0 || self.last_ban_end_ms.saturating_add(s.history_ms) <= now_ms)
     }
 
-    /// Eviction order key: least harmful first.
+    /// Eviction order key, least harmful first: the score as of the last offense (0 once the
+    /// window has surely emptied) plus a full `maxretry` per past ban, then oldest first.
     fn harm(&self, now_ms: u64, s: &ReputationSettings) -> (u64, u64) {
-        let score = u64::from(self.score_at(now_ms, s.findtime_ms));
+        let score = if self.last_seen_ms.saturating_add(s.findtime_ms) <= now_ms {
+            0
+        } else {
+            u64::from(self.last_score)
+        };
         let past = u64::from(self.ban_count) * u64::from(s.maxretry.max(1));
         (score + past, self.last_seen_ms)
     }
@@ -602,6 +614,8 @@ pub struct Reputation {
     /// Random key so clients cannot choose to crowd one shard.
     shard_seed: u64,
     active_bans: AtomicUsize,
+    /// Offenders tracked over all shards.
+    offender_count: AtomicUsize,
     next_seq: AtomicU64,
     counters: Counters,
 }
@@ -627,6 +641,7 @@ impl Reputation {
             shard_bits,
             shard_seed: rand::thread_rng().gen(),
             active_bans: AtomicUsize::new(0),
+            offender_count: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
         }
@@ -715,6 +730,7 @@ impl Reputation {
         offender.last_seen_ms = offender.last_seen_ms.max(now_ms);
         offender.total_offenses += 1;
         let score = offender.score();
+        offender.last_score = score;
         if score < settings.maxretry {
             return None;
         }
@@ -729,6 +745,7 @@ impl Reputation {
         offender.ban_count = ban_count;
         offender.last_ban_end_ms = until_ms;
         offender.window.clear();
+        offender.last_score = 0;
         offender.seq = seq;
         let reason: Arc<str> = Arc::from(format!(
             "score {score} reached maxretry {} within findtime {}s (last offense: {})",
@@ -834,6 +851,7 @@ impl Reputation {
             seq = self.next_seq();
             if let Some(offender) = shard.offenders.get_mut(&client) {
                 offender.window.clear();
+                offender.last_score = 0;
                 if removed.active(now_ms) && removed.origin == BanOrigin::Automatic {
                     offender.last_ban_end_ms = now_ms;
                 }
@@ -881,7 +899,7 @@ impl Reputation {
                 .filter(|(_, b)| b.active(now_ms))
                 .map(|(net, b)| b.info(*net)),
         );
-        out.sort_by(|a, b| (a.created_ms, a.net).cmp(&(b.created_ms, b.net)));
+        out.sort_by_key(|b| (b.created_ms, b.net));
         out
     }
 
@@ -930,11 +948,7 @@ impl Reputation {
     /// Counters for metrics.
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
-        let offenders = self
-            .shards
-            .iter()
-            .map(|s| s.read().offenders.len() as u64)
-            .sum();
+        let offenders = self.offender_count.load(Ordering::Relaxed) as u64;
         let mut bans_by_reason: Vec<(&'static str, u64)> = OffenseKind::ALL
             .iter()
             .map(|k| (k.as_str(), c.bans[k.index()].load(Ordering::Relaxed)))
@@ -979,7 +993,10 @@ impl Reputation {
                 events.push(self.unbanned(seq, net, now_ms, UnbanCause::Expired));
             }
             let Shard { offenders, bans } = &mut *shard;
+            let before = offenders.len();
             offenders.retain(|ip, o| bans.contains_key(ip) || !o.forgettable(now_ms, &settings));
+            self.offender_count
+                .fetch_sub(before - offenders.len(), Ordering::Relaxed);
         }
         let mut nets = self.nets.write();
         let expired: Vec<IpNet> = nets
@@ -1007,16 +1024,18 @@ impl Reputation {
         let mut state = PersistentState::default();
         for shard in self.shards.iter() {
             let shard = shard.read();
-            state.bans.extend(
-                shard
-                    .bans
-                    .iter()
-                    .filter(|(_, b)| b.active(now_ms))
-                    .map(|(ip, b)| StoredBan {
-                        seq: b.seq,
-                        ban: b.info(self.client_net(*ip, &settings)),
-                    }),
-            );
+            state
+                .bans
+                .extend(
+                    shard
+                        .bans
+                        .iter()
+                        .filter(|(_, b)| b.active(now_ms))
+                        .map(|(ip, b)| StoredBan {
+                            seq: b.seq,
+                            ban: b.info(self.client_net(*ip, &settings)),
+                        }),
+                );
             state.histories.extend(
                 shard
                     .offenders
@@ -1034,15 +1053,17 @@ impl Reputation {
             );
         }
         let nets = self.nets.read();
-        state.bans.extend(
-            nets.cidr_bans
-                .iter()
-                .filter(|(_, b)| b.active(now_ms))
-                .map(|(net, b)| StoredBan {
-                    seq: b.seq,
-                    ban: b.info(*net),
-                }),
-        );
+        state
+            .bans
+            .extend(
+                nets.cidr_bans
+                    .iter()
+                    .filter(|(_, b)| b.active(now_ms))
+                    .map(|(net, b)| StoredBan {
+                        seq: b.seq,
+                        ban: b.info(*net),
+                    }),
+            );
         state
     }
 
@@ -1055,8 +1076,7 @@ impl Reputation {
         let mut max_seq = 0;
         for h in state.histories {
             max_seq = max_seq.max(h.seq);
-            if h.ban_count == 0 || h.last_ban_end_ms.saturating_add(settings.history_ms) <= now_ms
-            {
+            if h.ban_count == 0 || h.last_ban_end_ms.saturating_add(settings.history_ms) <= now_ms {
                 report.histories_dropped += 1;
                 continue;
             }
@@ -1211,38 +1231,49 @@ impl Reputation {
         self.try_reserve_ban()
     }
 
-    /// Ensures `shard` has room for one more offender; false when every tracked offender is
-    /// currently banned.
+    /// Makes room for one more offender in `shard` and counts it (the caller inserts it);
+    /// false when nothing can be evicted because every offender of the shard is banned.
+    ///
+    /// The bound is global (`max_offenders` over all shards), so uneven shards still fill the
+    /// whole table; one shard may hold at most twice its even share so eviction scans stay
+    /// short.
     fn make_room(&self, shard: &mut Shard, now_ms: u64, settings: &ReputationSettings) -> bool {
-        let capacity = (settings.max_offenders / self.shards.len()).max(1);
-        if shard.offenders.len() < capacity {
-            return true;
+        let max = settings.max_offenders.max(1);
+        let shard_max = (max / self.shards.len()).max(1) * 2;
+        let has_room =
+            |len: usize| len < shard_max && self.offender_count.load(Ordering::Relaxed) < max;
+        if !has_room(shard.offenders.len()) {
+            let Shard { offenders, bans } = shard;
+            let banned = |ip: &IpAddr| bans.get(ip).is_some_and(|b| b.active(now_ms));
+            let before = offenders.len();
+            offenders.retain(|ip, o| banned(ip) || !o.forgettable(now_ms, settings));
+            self.offender_count
+                .fetch_sub(before - offenders.len(), Ordering::Relaxed);
+            if !has_room(offenders.len()) {
+                let mut candidates: Vec<((u64, u64), IpAddr)> = offenders
+                    .iter()
+                    .filter(|(ip, _)| !banned(ip))
+                    .map(|(ip, o)| (o.harm(now_ms, settings), *ip))
+                    .collect();
+                if candidates.is_empty() {
+                    return false;
+                }
+                // Evict a batch so a flood of new clients pays for one scan per
+                // `len / 8` inserts instead of one per insert.
+                let batch = (offenders.len() / 8).clamp(1, candidates.len());
+                if batch < candidates.len() {
+                    candidates.select_nth_unstable(batch - 1);
+                }
+                for (_, ip) in &candidates[..batch] {
+                    offenders.remove(ip);
+                }
+                self.offender_count.fetch_sub(batch, Ordering::Relaxed);
+                self.counters
+                    .evictions
+                    .fetch_add(batch as u64, Ordering::Relaxed);
+            }
         }
-        let Shard { offenders, bans } = shard;
-        let banned = |ip: &IpAddr| bans.get(ip).is_some_and(|b| b.active(now_ms));
-        offenders.retain(|ip, o| banned(ip) || !o.forgettable(now_ms, settings));
-        if offenders.len() < capacity {
-            return true;
-        }
-        let mut candidates: Vec<((u64, u64), IpAddr)> = offenders
-            .iter()
-            .filter(|(ip, _)| !banned(ip))
-            .map(|(ip, o)| (o.harm(now_ms, settings), *ip))
-            .collect();
-        if candidates.is_empty() {
-            return false;
-        }
-        // Evict a batch so a flood of new clients pays for one scan every capacity/8 inserts.
-        let batch = (capacity / 8).clamp(1, candidates.len());
-        if batch < candidates.len() {
-            candidates.select_nth_unstable(batch - 1);
-        }
-        for (_, ip) in &candidates[..batch] {
-            offenders.remove(ip);
-        }
-        self.counters
-            .evictions
-            .fetch_add(batch as u64, Ordering::Relaxed);
+        self.offender_count.fetch_add(1, Ordering::Relaxed);
         true
     }
 }

@@ -104,7 +104,12 @@ mod tests {
 
     #[test]
     fn membership_over_nested_and_disjoint_networks() {
-        let s = set(&["10.0.0.0/8", "10.1.0.0/16", "192.168.1.0/24", "2001:db8::/32"]);
+        let s = set(&[
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "192.168.1.0/24",
+            "2001:db8::/32",
+        ]);
         assert!(s.contains("10.200.3.4".parse().unwrap()));
         assert!(s.contains("192.168.1.255".parse().unwrap()));
         assert!(!s.contains("192.168.2.0".parse().unwrap()));
