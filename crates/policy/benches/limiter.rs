@@ -178,6 +178,17 @@ fn bench_checks(c: &mut Criterion) {
         })
     });
 
+    // The same path with a cache-resident table: the engine's own cost, without DRAM and TLB
+    // misses (compare with the 1 M case to see how much is memory latency).
+    let small = zone_with_clients(10_000);
+    group.bench_function("check/10k_clients/1_thread", |b| {
+        let mut rng = 0x1234_5678_9ABC_DEF1;
+        b.iter(|| {
+            let i = next_index(&mut rng) % 10_000;
+            black_box(small.check(client(i), T0))
+        })
+    });
+
     // A never-seen client arriving at a full zone: insert plus LRU eviction.
     let full = new_zone(CLIENTS as usize);
     for i in 0..CLIENTS {
