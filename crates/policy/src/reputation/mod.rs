@@ -556,6 +556,35 @@ impl BanEntry {
 struct Shard {
     offenders: HashMap<IpAddr, Offender>,
     bans: HashMap<IpAddr, BanEntry>,
+    /// This shard's copy of the network lists, so a request takes one (sharded) lock only:
+    /// a global lock would bounce its cache line between cores on every request.
+    view: Arc<NetView>,
+}
+
+/// An immutable copy of the network lists, republished into every shard when they change
+/// (rare: admin CIDR bans, expiry, reload).
+#[derive(Debug, Default)]
+struct NetView {
+    deny: NetSet,
+    ignore: NetSet,
+    /// Fast negative filter in front of `cidr_bans`.
+    cidr_filter: NetSet,
+    /// `(network, until_ms, reason)` of every CIDR ban.
+    cidr_bans: Vec<(IpNet, u64, Arc<str>)>,
+}
+
+impl NetView {
+    /// `(until_ms, reason)` of the active CIDR ban covering `client` that ends last.
+    fn covering_ban(&self, client: IpAddr, now_ms: u64) -> Option<(u64, &Arc<str>)> {
+        if !self.cidr_filter.contains(client) {
+            return None;
+        }
+        self.cidr_bans
+            .iter()
+            .filter(|(net, until, _)| *until > now_ms && net.contains(&client))
+            .max_by_key(|(_, until, _)| *until)
+            .map(|(_, until, reason)| (*until, reason))
+    }
 }
 
 /// Network-wide lists, consulted on every request.
@@ -571,8 +600,19 @@ struct Nets {
 }
 
 impl Nets {
-    fn rebuild_filter(&mut self) {
+    /// A fresh copy for the shards.
+    fn view(&mut self) -> Arc<NetView> {
         self.cidr_filter = NetSet::new(self.cidr_bans.keys());
+        Arc::new(NetView {
+            deny: self.deny.clone(),
+            ignore: self.ignore.clone(),
+            cidr_filter: self.cidr_filter.clone(),
+            cidr_bans: self
+                .cidr_bans
+                .iter()
+                .map(|(net, b)| (*net, b.until_ms, b.reason.clone()))
+                .collect(),
+        })
     }
 
     /// The active CIDR ban covering `client` that ends last.
@@ -626,14 +666,20 @@ impl Reputation {
         let wanted = (settings.max_offenders / OFFENDERS_PER_SHARD).clamp(1, MAX_SHARDS);
         // Round down to a power of two so the shard index is a shift.
         let shard_bits = usize::BITS - 1 - wanted.leading_zeros();
-        let shards = (0..1usize << shard_bits)
-            .map(|_| RwLock::new(Shard::default()))
-            .collect();
-        let nets = Nets {
+        let mut nets = Nets {
             deny: NetSet::new(&settings.deny),
             ignore: NetSet::new(&settings.ignoreip),
             ..Nets::default()
         };
+        let view = nets.view();
+        let shards = (0..1usize << shard_bits)
+            .map(|_| {
+                RwLock::new(Shard {
+                    view: view.clone(),
+                    ..Shard::default()
+                })
+            })
+            .collect();
         Self {
             settings: RwLock::new(Arc::new(settings)),
             nets: RwLock::new(nets),
@@ -659,28 +705,27 @@ impl Reputation {
             let mut nets = self.nets.write();
             nets.deny = NetSet::new(&settings.deny);
             nets.ignore = NetSet::new(&settings.ignoreip);
+            self.publish(&mut nets);
         }
         *self.settings.write() = Arc::new(settings);
     }
 
     /// The decision for a request from `client`: the first thing done on every request.
     pub fn check(&self, client: IpAddr, now_ms: u64) -> Verdict {
-        {
-            let nets = self.nets.read();
-            if nets.deny.contains(client) {
-                return Verdict::Denied;
-            }
-            if nets.ignore.contains(client) {
-                return Verdict::Allow;
-            }
-            if let Some((_, ban)) = nets.covering_ban(client, now_ms) {
-                return Verdict::Banned {
-                    until_ms: ban.until_ms,
-                    reason: ban.reason.clone(),
-                };
-            }
-        }
         let shard = self.shard(client).read();
+        let view = &shard.view;
+        if view.deny.contains(client) {
+            return Verdict::Denied;
+        }
+        if view.ignore.contains(client) {
+            return Verdict::Allow;
+        }
+        if let Some((until_ms, reason)) = view.covering_ban(client, now_ms) {
+            return Verdict::Banned {
+                until_ms,
+                reason: reason.clone(),
+            };
+        }
         match shard.bans.get(&client) {
             Some(ban) if ban.active(now_ms) => Verdict::Banned {
                 until_ms: ban.until_ms,
@@ -701,11 +746,14 @@ impl Reputation {
         now_ms: u64,
     ) -> Option<Event> {
         self.counters.offenses[kind.index()].fetch_add(1, Ordering::Relaxed);
-        if weight == 0 || self.nets.read().ignore.contains(client) {
+        if weight == 0 {
             return None;
         }
         let settings = self.settings();
         let mut shard = self.shard(client).write();
+        if shard.view.ignore.contains(client) {
+            return None;
+        }
         if shard.bans.get(&client).is_some_and(|b| b.active(now_ms)) {
             return None;
         }
@@ -830,7 +878,7 @@ impl Reputation {
             if nets.cidr_bans.insert(net, entry).is_some() && existing == Some(false) {
                 self.active_bans.fetch_sub(1, Ordering::Relaxed);
             }
-            nets.rebuild_filter();
+            self.publish(&mut nets);
             (seq, info)
         };
         self.counters.bans[MANUAL_SLOT].fetch_add(1, Ordering::Relaxed);
@@ -867,7 +915,7 @@ impl Reputation {
             let removed = nets.cidr_bans.remove(&net)?;
             self.active_bans.fetch_sub(1, Ordering::Relaxed);
             seq = self.next_seq();
-            nets.rebuild_filter();
+            self.publish(&mut nets);
             let cause = if removed.active(now_ms) {
                 self.counters.unbans.fetch_add(1, Ordering::Relaxed);
                 UnbanCause::Admin
@@ -992,7 +1040,9 @@ impl Reputation {
                 let net = self.client_net(client, &settings);
                 events.push(self.unbanned(seq, net, now_ms, UnbanCause::Expired));
             }
-            let Shard { offenders, bans } = &mut *shard;
+            let Shard {
+                offenders, bans, ..
+            } = &mut *shard;
             let before = offenders.len();
             offenders.retain(|ip, o| bans.contains_key(ip) || !o.forgettable(now_ms, &settings));
             self.offender_count
@@ -1013,7 +1063,7 @@ impl Reputation {
                 let seq = self.next_seq();
                 events.push(self.unbanned(seq, net, now_ms, UnbanCause::Expired));
             }
-            nets.rebuild_filter();
+            self.publish(&mut nets);
         }
         events
     }
@@ -1137,7 +1187,7 @@ impl Reputation {
                     }
                     None => false,
                 };
-                nets.rebuild_filter();
+                self.publish(&mut nets);
                 ok
             };
             if restored {
@@ -1166,6 +1216,15 @@ impl Reputation {
         // Fibonacci hashing of the seeded key: cheap and spreads nearby addresses.
         let mixed = (folded ^ self.shard_seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         &self.shards[(mixed >> (64 - self.shard_bits)) as usize]
+    }
+
+    /// Copies the network lists into every shard. Called with `nets` locked for writing, so
+    /// publications cannot interleave; the lock order is always `nets`, then a shard.
+    fn publish(&self, nets: &mut Nets) {
+        let view = nets.view();
+        for shard in self.shards.iter() {
+            shard.write().view = view.clone();
+        }
     }
 
     fn next_seq(&self) -> u64 {
@@ -1243,7 +1302,9 @@ impl Reputation {
         let has_room =
             |len: usize| len < shard_max && self.offender_count.load(Ordering::Relaxed) < max;
         if !has_room(shard.offenders.len()) {
-            let Shard { offenders, bans } = shard;
+            let Shard {
+                offenders, bans, ..
+            } = shard;
             let banned = |ip: &IpAddr| bans.get(ip).is_some_and(|b| b.active(now_ms));
             let before = offenders.len();
             offenders.retain(|ip, o| banned(ip) || !o.forgettable(now_ms, settings));
