@@ -43,6 +43,8 @@
 //! * Offense memory per offender: the last `min(maxretry, 32)` weighted offenses. Weights are
 //!   at least 1, so for `maxretry <= 32` this decides the threshold exactly; above that the two
 //!   oldest entries are merged (keeping the newer time), which can only ban slightly earlier.
+//! * CIDR bans are meant to be few (hundreds or thousands): each change republishes a copy of
+//!   the network lists into every shard so that `check` takes one sharded lock only.
 //! * Bans: at most `max_bans` active bans (exact plus CIDR). A ban beyond that is refused, never
 //!   made by dropping an existing one: [`Reputation::ban`] returns [`BanError::Capacity`] and
 //!   automatic bans are counted in [`Stats::bans_refused`] (the offender keeps its window, so
@@ -699,7 +701,7 @@ impl Reputation {
     }
 
     /// Applies new settings (hot reload); bans and histories are kept. The number of shards
-    /// is fixed at construction, so `max_offenders` is divided among the existing shards.
+    /// is fixed at construction; a lower `max_offenders` is enforced as new clients arrive.
     pub fn reconfigure(&self, settings: ReputationSettings) {
         {
             let mut nets = self.nets.write();
