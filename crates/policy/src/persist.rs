@@ -43,6 +43,38 @@
 //!
 //! Call [`Journal::snapshot`] from the thread that appends (so no event queued before the
 //! snapshot's capture can be truncated away), e.g. when [`Journal::needs_compaction`] says so.
+//!
+//! # Wiring (sketch)
+//!
+//! ```no_run
+//! use portcullis_policy::persist::{Journal, SyncPolicy};
+//! use portcullis_policy::reputation::{Event, Reputation, ReputationSettings};
+//! use std::sync::{mpsc, Arc};
+//!
+//! # fn now_ms() -> u64 { 0 }
+//! let (mut journal, state, report) = Journal::open("/var/lib/portcullis".as_ref(), now_ms())?;
+//! for problem in &report.errors { eprintln!("reputation state: {problem}"); }
+//! let reputation = Arc::new(Reputation::new(ReputationSettings::default()));
+//! reputation.restore(state, now_ms());
+//! let (events, inbox) = mpsc::channel::<Event>();
+//! let rep = Arc::clone(&reputation);
+//! std::thread::spawn(move || {
+//!     journal.set_sync_policy(SyncPolicy::Manual);
+//!     while let Ok(first) = inbox.recv() {
+//!         // Group commit: append whatever is queued, then one fdatasync.
+//!         for event in std::iter::once(first).chain(inbox.try_iter()) {
+//!             let _ = journal.append(&event);
+//!         }
+//!         let _ = journal.sync();
+//!         if journal.needs_compaction() {
+//!             let _ = journal.snapshot(&rep, now_ms());
+//!         }
+//!     }
+//! });
+//! // Request path: `if let Some(e) = reputation.offense(..) { let _ = events.send(e); }`
+//! # drop(events);
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use crate::reputation::{BanInfo, Event, PersistentState, Reputation, StoredBan, StoredHistory};
 use ipnet::IpNet;

@@ -35,14 +35,16 @@
 //!
 //! # Bounded memory
 //!
-//! * Offenders: at most `max_offenders`. When a shard is full, forgettable entries are dropped
-//!   and then the least harmful eighth (by `score + ban_count * maxretry`, then oldest last
-//!   offense) is evicted in one batch, so an IP-rotating flood costs amortized O(1) per new
-//!   client. Currently banned offenders are never evicted; if nothing else can go, the new
+//! * Offenders: at most `max_offenders` (a global count; one shard may hold up to twice its
+//!   even share). When full, the shard of the new client drops forgettable entries and then
+//!   evicts its least harmful eighth (by `score + ban_count * maxretry`, then oldest last
+//!   offense) in one batch, so an IP-rotating flood costs amortized O(1) per new client. Currently banned offenders are never evicted; if nothing else can go, the new
 //!   client is simply not tracked (counted in [`Stats::offenders_untracked`]).
 //! * Offense memory per offender: the last `min(maxretry, 32)` weighted offenses. Weights are
 //!   at least 1, so for `maxretry <= 32` this decides the threshold exactly; above that the two
 //!   oldest entries are merged (keeping the newer time), which can only ban slightly earlier.
+//! * CIDR bans are meant to be few (hundreds or thousands): each change republishes a copy of
+//!   the network lists into every shard so that `check` takes one sharded lock only.
 //! * Bans: at most `max_bans` active bans (exact plus CIDR). A ban beyond that is refused, never
 //!   made by dropping an existing one: [`Reputation::ban`] returns [`BanError::Capacity`] and
 //!   automatic bans are counted in [`Stats::bans_refused`] (the offender keeps its window, so
@@ -432,6 +434,8 @@ struct Offender {
     ban_count: u32,
     last_ban_end_ms: u64,
     last_seen_ms: u64,
+    /// Score right after the last offense (or 0 after the window was cleared).
+    last_score: u32,
     total_offenses: u64,
     /// Sequence number of the last history change (persisted with the history).
     seq: u64,
@@ -482,15 +486,23 @@ impl Offender {
         self.window.push_back(offense);
     }
 
-    /// True when nothing about this offender is worth remembering any more.
+    /// True when nothing about this offender is worth remembering any more. Reads only
+    /// inline fields (no window access): eviction scans whole shards and must not chase a
+    /// pointer per entry.
     fn forgettable(&self, now_ms: u64, s: &ReputationSettings) -> bool {
-        self.score_at(now_ms, s.findtime_ms) == 0
+        // Every offense is at or before `last_seen_ms`, so this implies an empty window.
+        self.last_seen_ms.saturating_add(s.findtime_ms) <= now_ms
             && (self.ban_count == 0 || self.last_ban_end_ms.saturating_add(s.history_ms) <= now_ms)
     }
 
-    /// Eviction order key: least harmful first.
+    /// Eviction order key, least harmful first: the score as of the last offense (0 once the
+    /// window has surely emptied) plus a full `maxretry` per past ban, then oldest first.
     fn harm(&self, now_ms: u64, s: &ReputationSettings) -> (u64, u64) {
-        let score = u64::from(self.score_at(now_ms, s.findtime_ms));
+        let score = if self.last_seen_ms.saturating_add(s.findtime_ms) <= now_ms {
+            0
+        } else {
+            u64::from(self.last_score)
+        };
         let past = u64::from(self.ban_count) * u64::from(s.maxretry.max(1));
         (score + past, self.last_seen_ms)
     }
@@ -546,6 +558,35 @@ impl BanEntry {
 struct Shard {
     offenders: HashMap<IpAddr, Offender>,
     bans: HashMap<IpAddr, BanEntry>,
+    /// This shard's copy of the network lists, so a request takes one (sharded) lock only:
+    /// a global lock would bounce its cache line between cores on every request.
+    view: Arc<NetView>,
+}
+
+/// An immutable copy of the network lists, republished into every shard when they change
+/// (rare: admin CIDR bans, expiry, reload).
+#[derive(Debug, Default)]
+struct NetView {
+    deny: NetSet,
+    ignore: NetSet,
+    /// Fast negative filter in front of `cidr_bans`.
+    cidr_filter: NetSet,
+    /// `(network, until_ms, reason)` of every CIDR ban.
+    cidr_bans: Vec<(IpNet, u64, Arc<str>)>,
+}
+
+impl NetView {
+    /// `(until_ms, reason)` of the active CIDR ban covering `client` that ends last.
+    fn covering_ban(&self, client: IpAddr, now_ms: u64) -> Option<(u64, &Arc<str>)> {
+        if !self.cidr_filter.contains(client) {
+            return None;
+        }
+        self.cidr_bans
+            .iter()
+            .filter(|(net, until, _)| *until > now_ms && net.contains(&client))
+            .max_by_key(|(_, until, _)| *until)
+            .map(|(_, until, reason)| (*until, reason))
+    }
 }
 
 /// Network-wide lists, consulted on every request.
@@ -561,8 +602,19 @@ struct Nets {
 }
 
 impl Nets {
-    fn rebuild_filter(&mut self) {
+    /// A fresh copy for the shards.
+    fn view(&mut self) -> Arc<NetView> {
         self.cidr_filter = NetSet::new(self.cidr_bans.keys());
+        Arc::new(NetView {
+            deny: self.deny.clone(),
+            ignore: self.ignore.clone(),
+            cidr_filter: self.cidr_filter.clone(),
+            cidr_bans: self
+                .cidr_bans
+                .iter()
+                .map(|(net, b)| (*net, b.until_ms, b.reason.clone()))
+                .collect(),
+        })
     }
 
     /// The active CIDR ban covering `client` that ends last.
@@ -604,6 +656,8 @@ pub struct Reputation {
     /// Random key so clients cannot choose to crowd one shard.
     shard_seed: u64,
     active_bans: AtomicUsize,
+    /// Offenders tracked over all shards.
+    offender_count: AtomicUsize,
     next_seq: AtomicU64,
     counters: Counters,
 }
@@ -614,14 +668,20 @@ impl Reputation {
         let wanted = (settings.max_offenders / OFFENDERS_PER_SHARD).clamp(1, MAX_SHARDS);
         // Round down to a power of two so the shard index is a shift.
         let shard_bits = usize::BITS - 1 - wanted.leading_zeros();
-        let shards = (0..1usize << shard_bits)
-            .map(|_| RwLock::new(Shard::default()))
-            .collect();
-        let nets = Nets {
+        let mut nets = Nets {
             deny: NetSet::new(&settings.deny),
             ignore: NetSet::new(&settings.ignoreip),
             ..Nets::default()
         };
+        let view = nets.view();
+        let shards = (0..1usize << shard_bits)
+            .map(|_| {
+                RwLock::new(Shard {
+                    view: view.clone(),
+                    ..Shard::default()
+                })
+            })
+            .collect();
         Self {
             settings: RwLock::new(Arc::new(settings)),
             nets: RwLock::new(nets),
@@ -629,6 +689,7 @@ impl Reputation {
             shard_bits,
             shard_seed: rand::thread_rng().gen(),
             active_bans: AtomicUsize::new(0),
+            offender_count: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
             counters: Counters::default(),
         }
@@ -640,34 +701,33 @@ impl Reputation {
     }
 
     /// Applies new settings (hot reload); bans and histories are kept. The number of shards
-    /// is fixed at construction, so `max_offenders` is divided among the existing shards.
+    /// is fixed at construction; a lower `max_offenders` is enforced as new clients arrive.
     pub fn reconfigure(&self, settings: ReputationSettings) {
         {
             let mut nets = self.nets.write();
             nets.deny = NetSet::new(&settings.deny);
             nets.ignore = NetSet::new(&settings.ignoreip);
+            self.publish(&mut nets);
         }
         *self.settings.write() = Arc::new(settings);
     }
 
     /// The decision for a request from `client`: the first thing done on every request.
     pub fn check(&self, client: IpAddr, now_ms: u64) -> Verdict {
-        {
-            let nets = self.nets.read();
-            if nets.deny.contains(client) {
-                return Verdict::Denied;
-            }
-            if nets.ignore.contains(client) {
-                return Verdict::Allow;
-            }
-            if let Some((_, ban)) = nets.covering_ban(client, now_ms) {
-                return Verdict::Banned {
-                    until_ms: ban.until_ms,
-                    reason: ban.reason.clone(),
-                };
-            }
-        }
         let shard = self.shard(client).read();
+        let view = &shard.view;
+        if view.deny.contains(client) {
+            return Verdict::Denied;
+        }
+        if view.ignore.contains(client) {
+            return Verdict::Allow;
+        }
+        if let Some((until_ms, reason)) = view.covering_ban(client, now_ms) {
+            return Verdict::Banned {
+                until_ms,
+                reason: reason.clone(),
+            };
+        }
         match shard.bans.get(&client) {
             Some(ban) if ban.active(now_ms) => Verdict::Banned {
                 until_ms: ban.until_ms,
@@ -688,11 +748,14 @@ impl Reputation {
         now_ms: u64,
     ) -> Option<Event> {
         self.counters.offenses[kind.index()].fetch_add(1, Ordering::Relaxed);
-        if weight == 0 || self.nets.read().ignore.contains(client) {
+        if weight == 0 {
             return None;
         }
         let settings = self.settings();
         let mut shard = self.shard(client).write();
+        if shard.view.ignore.contains(client) {
+            return None;
+        }
         if shard.bans.get(&client).is_some_and(|b| b.active(now_ms)) {
             return None;
         }
@@ -717,6 +780,7 @@ impl Reputation {
         offender.last_seen_ms = offender.last_seen_ms.max(now_ms);
         offender.total_offenses += 1;
         let score = offender.score();
+        offender.last_score = score;
         if score < settings.maxretry {
             return None;
         }
@@ -731,6 +795,7 @@ impl Reputation {
         offender.ban_count = ban_count;
         offender.last_ban_end_ms = until_ms;
         offender.window.clear();
+        offender.last_score = 0;
         offender.seq = seq;
         let reason: Arc<str> = Arc::from(format!(
             "score {score} reached maxretry {} within findtime {}s (last offense: {})",
@@ -815,7 +880,7 @@ impl Reputation {
             if nets.cidr_bans.insert(net, entry).is_some() && existing == Some(false) {
                 self.active_bans.fetch_sub(1, Ordering::Relaxed);
             }
-            nets.rebuild_filter();
+            self.publish(&mut nets);
             (seq, info)
         };
         self.counters.bans[MANUAL_SLOT].fetch_add(1, Ordering::Relaxed);
@@ -836,6 +901,7 @@ impl Reputation {
             seq = self.next_seq();
             if let Some(offender) = shard.offenders.get_mut(&client) {
                 offender.window.clear();
+                offender.last_score = 0;
                 if removed.active(now_ms) && removed.origin == BanOrigin::Automatic {
                     offender.last_ban_end_ms = now_ms;
                 }
@@ -851,7 +917,7 @@ impl Reputation {
             let removed = nets.cidr_bans.remove(&net)?;
             self.active_bans.fetch_sub(1, Ordering::Relaxed);
             seq = self.next_seq();
-            nets.rebuild_filter();
+            self.publish(&mut nets);
             let cause = if removed.active(now_ms) {
                 self.counters.unbans.fetch_add(1, Ordering::Relaxed);
                 UnbanCause::Admin
@@ -883,7 +949,7 @@ impl Reputation {
                 .filter(|(_, b)| b.active(now_ms))
                 .map(|(net, b)| b.info(*net)),
         );
-        out.sort_by(|a, b| (a.created_ms, a.net).cmp(&(b.created_ms, b.net)));
+        out.sort_by_key(|b| (b.created_ms, b.net));
         out
     }
 
@@ -932,11 +998,7 @@ impl Reputation {
     /// Counters for metrics.
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
-        let offenders = self
-            .shards
-            .iter()
-            .map(|s| s.read().offenders.len() as u64)
-            .sum();
+        let offenders = self.offender_count.load(Ordering::Relaxed) as u64;
         let mut bans_by_reason: Vec<(&'static str, u64)> = OffenseKind::ALL
             .iter()
             .map(|k| (k.as_str(), c.bans[k.index()].load(Ordering::Relaxed)))
@@ -980,8 +1042,13 @@ impl Reputation {
                 let net = self.client_net(client, &settings);
                 events.push(self.unbanned(seq, net, now_ms, UnbanCause::Expired));
             }
-            let Shard { offenders, bans } = &mut *shard;
+            let Shard {
+                offenders, bans, ..
+            } = &mut *shard;
+            let before = offenders.len();
             offenders.retain(|ip, o| bans.contains_key(ip) || !o.forgettable(now_ms, &settings));
+            self.offender_count
+                .fetch_sub(before - offenders.len(), Ordering::Relaxed);
         }
         let mut nets = self.nets.write();
         let expired: Vec<IpNet> = nets
@@ -998,7 +1065,7 @@ impl Reputation {
                 let seq = self.next_seq();
                 events.push(self.unbanned(seq, net, now_ms, UnbanCause::Expired));
             }
-            nets.rebuild_filter();
+            self.publish(&mut nets);
         }
         events
     }
@@ -1122,7 +1189,7 @@ impl Reputation {
                     }
                     None => false,
                 };
-                nets.rebuild_filter();
+                self.publish(&mut nets);
                 ok
             };
             if restored {
@@ -1151,6 +1218,15 @@ impl Reputation {
         // Fibonacci hashing of the seeded key: cheap and spreads nearby addresses.
         let mixed = (folded ^ self.shard_seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         &self.shards[(mixed >> (64 - self.shard_bits)) as usize]
+    }
+
+    /// Copies the network lists into every shard. Called with `nets` locked for writing, so
+    /// publications cannot interleave; the lock order is always `nets`, then a shard.
+    fn publish(&self, nets: &mut Nets) {
+        let view = nets.view();
+        for shard in self.shards.iter() {
+            shard.write().view = view.clone();
+        }
     }
 
     fn next_seq(&self) -> u64 {
@@ -1216,38 +1292,51 @@ impl Reputation {
         self.try_reserve_ban()
     }
 
-    /// Ensures `shard` has room for one more offender; false when every tracked offender is
-    /// currently banned.
+    /// Makes room for one more offender in `shard` and counts it (the caller inserts it);
+    /// false when nothing can be evicted because every offender of the shard is banned.
+    ///
+    /// The bound is global (`max_offenders` over all shards), so uneven shards still fill the
+    /// whole table; one shard may hold at most twice its even share so eviction scans stay
+    /// short.
     fn make_room(&self, shard: &mut Shard, now_ms: u64, settings: &ReputationSettings) -> bool {
-        let capacity = (settings.max_offenders / self.shards.len()).max(1);
-        if shard.offenders.len() < capacity {
-            return true;
+        let max = settings.max_offenders.max(1);
+        let shard_max = (max / self.shards.len()).max(1) * 2;
+        let has_room =
+            |len: usize| len < shard_max && self.offender_count.load(Ordering::Relaxed) < max;
+        if !has_room(shard.offenders.len()) {
+            let Shard {
+                offenders, bans, ..
+            } = shard;
+            let banned = |ip: &IpAddr| bans.get(ip).is_some_and(|b| b.active(now_ms));
+            let before = offenders.len();
+            offenders.retain(|ip, o| banned(ip) || !o.forgettable(now_ms, settings));
+            self.offender_count
+                .fetch_sub(before - offenders.len(), Ordering::Relaxed);
+            if !has_room(offenders.len()) {
+                let mut candidates: Vec<((u64, u64), IpAddr)> = offenders
+                    .iter()
+                    .filter(|(ip, _)| !banned(ip))
+                    .map(|(ip, o)| (o.harm(now_ms, settings), *ip))
+                    .collect();
+                if candidates.is_empty() {
+                    return false;
+                }
+                // Evict a batch so a flood of new clients pays for one scan per
+                // `len / 8` inserts instead of one per insert.
+                let batch = (offenders.len() / 8).clamp(1, candidates.len());
+                if batch < candidates.len() {
+                    candidates.select_nth_unstable(batch - 1);
+                }
+                for (_, ip) in &candidates[..batch] {
+                    offenders.remove(ip);
+                }
+                self.offender_count.fetch_sub(batch, Ordering::Relaxed);
+                self.counters
+                    .evictions
+                    .fetch_add(batch as u64, Ordering::Relaxed);
+            }
         }
-        let Shard { offenders, bans } = shard;
-        let banned = |ip: &IpAddr| bans.get(ip).is_some_and(|b| b.active(now_ms));
-        offenders.retain(|ip, o| banned(ip) || !o.forgettable(now_ms, settings));
-        if offenders.len() < capacity {
-            return true;
-        }
-        let mut candidates: Vec<((u64, u64), IpAddr)> = offenders
-            .iter()
-            .filter(|(ip, _)| !banned(ip))
-            .map(|(ip, o)| (o.harm(now_ms, settings), *ip))
-            .collect();
-        if candidates.is_empty() {
-            return false;
-        }
-        // Evict a batch so a flood of new clients pays for one scan every capacity/8 inserts.
-        let batch = (capacity / 8).clamp(1, candidates.len());
-        if batch < candidates.len() {
-            candidates.select_nth_unstable(batch - 1);
-        }
-        for (_, ip) in &candidates[..batch] {
-            offenders.remove(ip);
-        }
-        self.counters
-            .evictions
-            .fetch_add(batch as u64, Ordering::Relaxed);
+        self.offender_count.fetch_add(1, Ordering::Relaxed);
         true
     }
 }
