@@ -169,6 +169,7 @@ pub struct GatewayBuilder {
     extra: String,
     route_extra: String,
     server_extra: String,
+    admin_extra: String,
     dir: Option<Arc<tempfile::TempDir>>,
     ports: Option<(u16, u16, u16)>,
     root_path: String,
@@ -180,6 +181,7 @@ pub fn gateway(up: &Upstream) -> GatewayBuilder {
         extra: String::new(),
         route_extra: String::new(),
         server_extra: String::new(),
+        admin_extra: String::new(),
         dir: None,
         ports: None,
         root_path: "/".into(),
@@ -215,6 +217,12 @@ impl GatewayBuilder {
         self.server_extra.push('\n');
         self
     }
+    /// Keys added to `[admin]`.
+    pub fn admin(mut self, toml: &str) -> Self {
+        self.admin_extra.push_str(toml);
+        self.admin_extra.push('\n');
+        self
+    }
     /// Reuse a state directory and ports (for restart tests).
     pub fn reuse(mut self, previous: &Gateway) -> Self {
         self.dir = Some(previous.dir.clone());
@@ -245,7 +253,7 @@ listen = "127.0.0.1:{metrics_port}"
 
 [admin]
 listen = "127.0.0.1:{admin_port}"
-
+{admin_extra}
 [[upstream]]
 name = "api"
 servers = [{servers}]
@@ -263,6 +271,7 @@ level = "info"
 "#,
             servers = servers.join(", "),
             server_extra = self.server_extra,
+            admin_extra = self.admin_extra,
             route_extra = self.route_extra,
             extra = self.extra,
             root_path = self.root_path,
