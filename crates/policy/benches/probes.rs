@@ -1,5 +1,6 @@
 //! Cost of one probe check, canonicalization included, with the built-in list plus 1,000
-//! custom rules (400 exact paths, 400 prefixes, 200 regexes). Goal: under 1 µs per request.
+//! custom rules (400 exact paths, 400 prefixes, 200 regexes, and two user-agent regexes), and
+//! with the built-in list alone (the default). Goal: under 1 µs per request.
 //!
 //! Run: `cargo bench -p portcullis-policy --bench probes`
 
@@ -50,6 +51,16 @@ fn bench_check(c: &mut Criterion) {
     for (name, path, agent) in cases {
         group.bench_function(name, |b| {
             b.iter(|| matcher.check(black_box(path), black_box(Some(agent))))
+        });
+    }
+    group.finish();
+
+    // The default configuration: built-in list only, no custom regexes.
+    let builtin_only = ProbeMatcher::new(&ProbeSettings::default()).expect("built-in list");
+    let mut group = c.benchmark_group("probes_check_builtin_only");
+    for (name, path, agent) in [cases[0], cases[2], cases[4]] {
+        group.bench_function(name, |b| {
+            b.iter(|| builtin_only.check(black_box(path), black_box(Some(agent))))
         });
     }
     group.finish();

@@ -74,6 +74,8 @@ pub(crate) struct Scratch {
     decoded_twice: Vec<u8>,
     /// The canonical path after [`canonicalize_into`].
     pub out: Vec<u8>,
+    /// The lower-cased `User-Agent`, filled by the matcher.
+    pub agent: Vec<u8>,
 }
 
 impl Scratch {
@@ -83,7 +85,12 @@ impl Scratch {
 
     /// Frees buffers that one unusually long path has grown.
     pub fn trim(&mut self) {
-        for buffer in [&mut self.decoded, &mut self.decoded_twice, &mut self.out] {
+        for buffer in [
+            &mut self.decoded,
+            &mut self.decoded_twice,
+            &mut self.out,
+            &mut self.agent,
+        ] {
             if buffer.capacity() > Self::KEEP_CAPACITY {
                 *buffer = Vec::new();
             }

@@ -398,7 +398,9 @@ impl Builder {
             };
             match agent.kind {
                 AgentKind::Contains => {
-                    self.agent_literals.push(agent.pattern.as_bytes().to_vec());
+                    // Matched against the lower-cased header (see `check_agent`).
+                    self.agent_literals
+                        .push(agent.pattern.to_ascii_lowercase().into_bytes());
                     self.agent_literal_rules.push(info);
                 }
                 AgentKind::Regex => {
@@ -563,7 +565,9 @@ impl ProbeMatcher {
             agent_literals: automaton(
                 &builder.agent_literals,
                 MatchKind::LeftmostFirst,
-                true,
+                // Patterns are lower case and so is the searched header: a case-sensitive
+                // automaton can use its fast prefilters, a case-insensitive one mostly cannot.
+                false,
                 "user_agents",
             )?,
             agent_literal_rules: builder.agent_literal_rules,
@@ -589,7 +593,8 @@ impl ProbeMatcher {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
                 let flags = canonicalize_into(raw_path, &mut scratch);
-                let hit = self.check_canonical(&scratch.out, flags, user_agent);
+                let Scratch { out, agent, .. } = &mut *scratch;
+                let hit = self.check_canonical(out, flags, user_agent, agent);
                 scratch.trim();
                 hit
             }
@@ -597,7 +602,8 @@ impl ProbeMatcher {
             Err(_) => {
                 let mut scratch = Scratch::default();
                 let flags = canonicalize_into(raw_path, &mut scratch);
-                self.check_canonical(&scratch.out, flags, user_agent)
+                let Scratch { out, agent, .. } = &mut scratch;
+                self.check_canonical(out, flags, user_agent, agent)
             }
         })
     }
@@ -607,6 +613,7 @@ impl ProbeMatcher {
         path: &[u8],
         flags: Flags,
         user_agent: Option<&[u8]>,
+        agent_lowercase: &mut Vec<u8>,
     ) -> Option<ProbeHit> {
         if let Some(hit) = self.structural.as_ref().and_then(|s| s.check(flags)) {
             return Some(hit.clone());
@@ -646,7 +653,9 @@ impl ProbeMatcher {
         }
         let agent = user_agent.filter(|agent| !agent.is_empty())?;
         if let Some(automaton) = &self.agent_literals {
-            if let Some(found) = automaton.find(agent) {
+            agent_lowercase.clear();
+            agent_lowercase.extend(agent.iter().map(u8::to_ascii_lowercase));
+            if let Some(found) = automaton.find(agent_lowercase.as_slice()) {
                 return Some(self.agent_literal_rules[found.pattern().as_usize()].to_hit());
             }
         }
