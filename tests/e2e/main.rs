@@ -3,4 +3,5 @@
 mod support;
 
 mod filters;
+mod operations;
 mod proxy;

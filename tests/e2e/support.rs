@@ -154,6 +154,7 @@ pub struct Gateway {
     pub port: u16,
     pub metrics_port: u16,
     pub admin_port: u16,
+    /// Keeps the temporary directory (config, state, logs) alive as long as the gateway.
     pub dir: Arc<tempfile::TempDir>,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
@@ -223,13 +224,6 @@ impl GatewayBuilder {
         self.admin_extra.push('\n');
         self
     }
-    /// Reuse a state directory and ports (for restart tests).
-    pub fn reuse(mut self, previous: &Gateway) -> Self {
-        self.dir = Some(previous.dir.clone());
-        self.ports = Some((previous.port, previous.metrics_port, previous.admin_port));
-        self
-    }
-
     /// Writes the config and returns its path without starting anything.
     pub fn write(&self) -> (Arc<tempfile::TempDir>, PathBuf, (u16, u16, u16)) {
         let dir = self

@@ -61,7 +61,7 @@ const CLIENTS: u32 = 1_000_000;
 /// Distinct pseudo-random clients: three in four IPv4, one in four an IPv6 /64.
 fn client(i: u32) -> IpAddr {
     let scrambled = i.wrapping_mul(0x9E37_79B1); // odd multiplier: a bijection on u32
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         IpAddr::V6(Ipv6Addr::from(
             (0x2001_0db8_u128 << 96) | (u128::from(scrambled) << 64),
         ))

@@ -61,7 +61,7 @@ fn unsorted_schedule() -> impl Strategy<Value = Vec<u64>> {
 }
 
 fn client(n: u8) -> IpAddr {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
     } else {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, u16::from(n), 0, 0, 0, 0, 0))

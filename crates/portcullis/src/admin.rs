@@ -91,7 +91,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<
     }
 }
 
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<String> {
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k == name).then(|| {

@@ -1,0 +1,195 @@
+//! Day-2 operations: hot reload, access log, damaged state files.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const BEHIND_PROXY: &str = "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
+
+async fn status_as(gw: &Gateway, client_ip: &str, path: &str) -> u16 {
+    client()
+        .get(gw.url(path))
+        .header("x-forwarded-for", client_ip)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn sighup_reload_applies_valid_config_and_keeps_state() {
+    let up = upstream().status("/missing", 404).run().await;
+    let gw = gateway(&up)
+        .route("rate_limit = [\"per_ip\"]")
+        .extra(BEHIND_PROXY)
+        .extra("[rate_limit.per_ip]\nrate = \"1r/m\"\nburst = 1\nnodelay = true")
+        .extra("[reputation]\nmaxretry = 2\nignoreip = []")
+        .extra("[probes]\naction = \"404\"")
+        .start()
+        .await;
+    // Client A uses up its limiter budget; client B gets banned.
+    assert_eq!(status_as(&gw, "198.51.100.1", "/").await, 200);
+    assert_eq!(status_as(&gw, "198.51.100.1", "/").await, 200);
+    assert_eq!(status_as(&gw, "198.51.100.1", "/").await, 429);
+    assert_eq!(status_as(&gw, "198.51.100.2", "/missing").await, 404);
+    assert_eq!(status_as(&gw, "198.51.100.2", "/missing").await, 404);
+    assert_eq!(status_as(&gw, "198.51.100.2", "/").await, 403);
+    assert_eq!(status_as(&gw, "198.51.100.3", "/secret-admin").await, 200);
+
+    // A valid change: a custom probe path and a 403 action.
+    let new = gw.config_text().replace(
+        "[probes]\naction = \"404\"",
+        "[probes]\naction = \"403\"\npaths = [\"/secret-admin\"]",
+    );
+    gw.rewrite_config(&new);
+    gw.signal("HUP");
+    assert_eq!(
+        gw.metric_settles("portcullis_config_reloads_total", &[("result", "ok")], 1.0)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        status_as(&gw, "198.51.100.4", "/secret-admin").await,
+        403,
+        "new rule applies"
+    );
+    assert_eq!(
+        status_as(&gw, "198.51.100.1", "/").await,
+        429,
+        "limiter state kept"
+    );
+    assert_eq!(status_as(&gw, "198.51.100.2", "/").await, 403, "ban kept");
+
+    // An invalid change is rejected and the running config keeps serving.
+    gw.rewrite_config(&new.replace("rate = \"1r/m\"", "rate = \"fast\""));
+    gw.signal("HUP");
+    assert_eq!(
+        gw.metric_settles(
+            "portcullis_config_reloads_total",
+            &[("result", "error")],
+            1.0
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            gw.log().contains("rate_limit.per_ip.rate")
+        })
+        .await,
+        "the error names the key:\n{}",
+        gw.log()
+    );
+    assert_eq!(status_as(&gw, "198.51.100.5", "/secret-admin").await, 403);
+    assert_eq!(status_as(&gw, "198.51.100.6", "/ok").await, 200);
+
+    // The admin API reloads too, and reports the errors.
+    let resp = client()
+        .post(format!("http://127.0.0.1:{}/reload", gw.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("rate_limit.per_ip.rate"));
+    gw.rewrite_config(&new);
+    let resp = client()
+        .post(format!("http://127.0.0.1:{}/reload", gw.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn access_log_is_nginx_combined_with_the_decision() {
+    let up = upstream().run().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let gw = gateway(&up)
+        .extra(&format!(
+            "[access_log]\ntarget = \"{}\"\nformat = \"combined\"",
+            log.display()
+        ))
+        .extra("[probes]\naction = \"404\"")
+        .start()
+        .await;
+    let c = client();
+    c.get(gw.url("/items?page=2"))
+        .header("user-agent", "goaccess-test/1.0")
+        .header("referer", "https://example.com/")
+        .send()
+        .await
+        .unwrap();
+    c.get(gw.url("/.env")).send().await.unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            read().lines().count() >= 2
+        })
+        .await,
+        "access log lines: {:?}",
+        read()
+    );
+    let text = read();
+    let lines: Vec<&str> = text.lines().collect();
+    let re = regex::Regex::new(
+        r#"^127\.0\.0\.1 - - \[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET /items\?page=2 HTTP/1\.1" 200 \d+ "https://example\.com/" "goaccess-test/1\.0" decision=proxied route=/ client=127\.0\.0\.1$"#,
+    )
+    .unwrap();
+    assert!(re.is_match(lines[0]), "{}", lines[0]);
+    assert!(
+        lines[1].contains("\"GET /.env HTTP/1.1\" 404"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].contains("decision=probe"), "{}", lines[1]);
+}
+
+#[tokio::test]
+async fn access_log_json_lines() {
+    let up = upstream().run().await;
+    let gw = gateway(&up)
+        .extra("[access_log]\ntarget = \"access.json\"\nformat = \"json\"")
+        .start()
+        .await;
+    client().get(gw.url("/j")).send().await.unwrap();
+    let path = gw.config_path.parent().unwrap().join("access.json");
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(eventually(Duration::from_secs(5), || async { !read().is_empty() }).await);
+    let line: serde_json::Value = serde_json::from_str(read().lines().next().unwrap()).unwrap();
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["decision"], "proxied");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(up.seen()[0].method, "GET");
+}
+
+#[tokio::test]
+async fn damaged_state_files_are_reported_and_never_stop_startup() {
+    let up = upstream().status("/missing", 404).run().await;
+    let mut gw = gateway(&up)
+        .extra(BEHIND_PROXY)
+        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
+        .start()
+        .await;
+    assert_eq!(status_as(&gw, "203.0.113.1", "/missing").await, 404);
+    assert_eq!(status_as(&gw, "203.0.113.1", "/").await, 403);
+    gw.kill9();
+    // Garbage appended to the journal (a torn write, a bad disk) after the good record.
+    let journal = gw.state_dir().join("reputation.journal");
+    let mut bytes = std::fs::read(&journal).unwrap_or_default();
+    bytes.extend_from_slice(b"0000ffff deadbeef {not json at all\n\x00\x01garbage");
+    std::fs::write(&journal, bytes).unwrap();
+    gw.restart().await;
+    assert_eq!(
+        status_as(&gw, "203.0.113.1", "/").await,
+        403,
+        "the good record was kept"
+    );
+    assert_eq!(status_as(&gw, "203.0.113.2", "/").await, 200);
+    assert!(gw.log().contains("damaged"), "{}", gw.log());
+}
