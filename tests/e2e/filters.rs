@@ -402,3 +402,61 @@ async fn admin_api_requires_the_token_when_configured() {
     assert!(ok, "{out}{err}");
     assert_eq!(out.trim(), "[]");
 }
+
+#[tokio::test]
+async fn a_banned_direct_peer_is_refused_at_accept() {
+    let up = upstream().run().await;
+    // No trusted proxies: the TCP peer (127.0.0.1) is the client itself.
+    let gw = gateway(&up)
+        .extra("[reputation]\nignoreip = []")
+        .start()
+        .await;
+    assert_eq!(
+        client()
+            .get(gw.url("/before"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let config = gw.config_path.to_str().unwrap().to_string();
+    let (ok, out, err) = run_cli(&[
+        "bans",
+        "add",
+        "127.0.0.1",
+        "--duration",
+        "10m",
+        "--config",
+        &config,
+    ]);
+    assert!(ok, "{out}{err}");
+    // The connection is closed before any HTTP is read: no response at all.
+    let refused = client().get(gw.url("/after")).send().await;
+    assert!(
+        refused.is_err(),
+        "expected a closed connection, got {refused:?}"
+    );
+    assert_eq!(
+        gw.metric_settles(
+            "portcullis_connections_refused_total",
+            &[("reason", "banned")],
+            1.0
+        )
+        .await,
+        1.0
+    );
+    // The admin listener is not filtered, so the ban can be lifted.
+    let (ok, out, err) = run_cli(&["bans", "remove", "127.0.0.1", "--config", &config]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        client()
+            .get(gw.url("/again"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(up.paths(), vec!["/before", "/again"]);
+}

@@ -1,6 +1,7 @@
 //! portcullis: an inline gateway that replaces nginx + fail2ban in front of an API server.
 #![forbid(unsafe_code)]
 
+mod accept;
 mod access_log;
 mod admin;
 mod cli;

@@ -65,6 +65,10 @@ pub fn run(path: &Path) -> ExitCode {
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
+    crate::accept::register_metrics();
+    proxy.set_connection_filter(Arc::new(crate::accept::BanAtAccept {
+        runtime: shared.clone(),
+    }));
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
