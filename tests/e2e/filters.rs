@@ -460,3 +460,78 @@ async fn a_banned_direct_peer_is_refused_at_accept() {
     );
     assert_eq!(up.paths(), vec!["/before", "/again"]);
 }
+
+#[tokio::test]
+async fn concurrency_caps_refuse_excess_in_flight_requests() {
+    let up = upstream()
+        .slow("/slow", Duration::from_millis(700))
+        .run()
+        .await;
+    let gw = gateway(&up)
+        .extra(BEHIND_PROXY)
+        .extra("[inflight]\nper_client = 1\ntotal = 2\nstatus = 503")
+        .start()
+        .await;
+    // Client A holds its one slot with a slow request; its second concurrent one is refused.
+    let slow_a = tokio::spawn({
+        let url = gw.url("/slow/a");
+        async move {
+            client()
+                .get(url)
+                .header("x-forwarded-for", "198.51.100.1")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            gw.metric("portcullis_inflight_requests", &[]).await == 1.0
+        })
+        .await
+    );
+    let second = get_as(&gw, "198.51.100.1", "/fast").await;
+    assert_eq!(second.status(), 503);
+    assert!(second.headers().contains_key("retry-after"));
+    // Client B takes the second global slot; client C finds the gateway full.
+    let slow_b = tokio::spawn({
+        let url = gw.url("/slow/b");
+        async move {
+            client()
+                .get(url)
+                .header("x-forwarded-for", "198.51.100.2")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            gw.metric("portcullis_inflight_requests", &[]).await == 2.0
+        })
+        .await
+    );
+    assert_eq!(status_as(&gw, "198.51.100.3", "/fast").await, 503);
+    assert_eq!(slow_a.await.unwrap(), 200);
+    assert_eq!(slow_b.await.unwrap(), 200);
+    // Slots are released when requests finish.
+    assert_eq!(status_as(&gw, "198.51.100.3", "/fast").await, 200);
+    assert_eq!(
+        gw.metric(
+            "portcullis_inflight_rejections_total",
+            &[("scope", "client")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric(
+            "portcullis_inflight_rejections_total",
+            &[("scope", "total")]
+        )
+        .await,
+        1.0
+    );
+}

@@ -32,10 +32,14 @@ pub struct Upstream {
 /// Builds an [`Upstream`]: `upstream().status("/missing", 404).run().await`.
 pub struct UpstreamBuilder {
     statuses: Vec<(String, u16)>,
+    slow: Vec<(String, Duration)>,
 }
 
 pub fn upstream() -> UpstreamBuilder {
-    UpstreamBuilder { statuses: vec![] }
+    UpstreamBuilder {
+        statuses: vec![],
+        slow: vec![],
+    }
 }
 
 impl UpstreamBuilder {
@@ -45,11 +49,17 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Paths starting with `prefix` are answered after `delay`.
+    pub fn slow(mut self, prefix: &str, delay: Duration) -> Self {
+        self.slow.push((prefix.to_string(), delay));
+        self
+    }
+
     pub async fn run(self) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let statuses = Arc::new(self.statuses);
+        let statuses = Arc::new((self.statuses, self.slow));
         let rec = seen.clone();
         tokio::spawn(async move {
             loop {
@@ -70,8 +80,9 @@ impl UpstreamBuilder {
 async fn serve_conn(
     stream: tokio::net::TcpStream,
     rec: Arc<Mutex<Vec<Seen>>>,
-    statuses: Arc<Vec<(String, u16)>>,
+    rules: Arc<(Vec<(String, u16)>, Vec<(String, Duration)>)>,
 ) -> std::io::Result<()> {
+    let (statuses, slow) = (&rules.0, &rules.1);
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     loop {
@@ -113,6 +124,9 @@ async fn serve_conn(
             .filter(|(p, _)| path.starts_with(p.as_str()))
             .max_by_key(|(p, _)| p.len())
             .map_or(200, |(_, s)| *s);
+        if let Some((_, delay)) = slow.iter().find(|(p, _)| path.starts_with(p.as_str())) {
+            tokio::time::sleep(*delay).await;
+        }
         rec.lock().unwrap().push(Seen {
             method,
             path: path.clone(),
