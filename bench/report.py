@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Turns the raw files bench/run leaves in its work directory into Markdown tables.
+
+    report.py throughput DIR | cpu DIR | attack DIR
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def dur_ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(m.group(1)) * UNIT[m.group(2)]
+
+
+def parse_wrk(path):
+    """req/s, p50/p99 (ms), requests, non-2xx, socket errors and Lua status lines of one run."""
+    text = open(path).read()
+    r = {"rps": None, "p50": None, "p99": None, "requests": 0, "non2xx": 0, "errors": 0, "status": {}}
+    for pct, key in (("50", "p50"), ("99", "p99")):
+        m = re.search(r"^\s+%s%%\s+(\S+)" % pct, text, re.M)
+        if m:
+            r[key] = dur_ms(m.group(1))
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if m:
+        r["rps"] = float(m.group(1))
+    m = re.search(r"^\s+(\d+) requests in", text, re.M)
+    if m:
+        r["requests"] = int(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        r["non2xx"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        r["errors"] = sum(int(x) for x in m.groups())
+    for code, n in re.findall(r"^status (\d+) (\d+)$", text, re.M):
+        r["status"][int(code)] = int(n)
+    return r
+
+
+def read_num(path, default=None):
+    try:
+        return float(open(path).read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return default
+
+
+def fmt(x, nd=0):
+    return "—" if x is None else f"{x:,.{nd}f}"
+
+
+def pctl(values, p):
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def throughput(d):
+    files = sorted(glob.glob(os.path.join(d, "tp-r*-*.wrk")))
+    rounds = sorted({int(re.search(r"tp-r(\d+)-", f).group(1)) for f in files})
+    targets = ["direct", "nginx", "portcullis"]
+    print("| round | target | req/s | p50 (ms) | p99 (ms) | non-2xx | socket errors | proxy CPU s | proxy CPU s / 100k req |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    per = {t: [] for t in targets}
+    ratios = []
+    for rd in rounds:
+        row = {}
+        for t in targets:
+            f = os.path.join(d, f"tp-r{rd}-{t}.wrk")
+            if not os.path.exists(f):
+                continue
+            w = parse_wrk(f)
+            cpu = read_num(os.path.join(d, f"tp-r{rd}-{t}.cpu"))
+            per100k = cpu / w["requests"] * 1e5 if cpu is not None and w["requests"] else None
+            row[t] = w
+            per[t].append(w)
+            print(f"| {rd} | {t} | {fmt(w['rps'])} | {fmt(w['p50'], 3)} | {fmt(w['p99'], 3)} | {w['non2xx']} | {w['errors']} | "
+                  f"{fmt(cpu, 2) if t != 'direct' else '—'} | {fmt(per100k, 3) if t != 'direct' else '—'} |")
+        if "nginx" in row and "portcullis" in row and row["nginx"]["rps"] and row["nginx"]["p99"]:
+            ratios.append((rd, row["portcullis"]["rps"] / row["nginx"]["rps"], row["portcullis"]["p99"] / row["nginx"]["p99"],
+                           row["portcullis"]["p50"] / row["nginx"]["p50"]))
+    print()
+    print("| round | portcullis/nginx req/s | portcullis/nginx p50 | portcullis/nginx p99 |")
+    print("|---|---:|---:|---:|")
+    for rd, a, b, c in ratios:
+        print(f"| {rd} | {a:.2f}× | {c:.2f}× | {b:.2f}× |")
+    if ratios:
+        print(f"| median | {statistics.median(r[1] for r in ratios):.2f}× | {statistics.median(r[3] for r in ratios):.2f}× | "
+              f"{statistics.median(r[2] for r in ratios):.2f}× |")
+    print()
+    print("| target | median req/s | median p50 (ms) | median p99 (ms) |")
+    print("|---|---:|---:|---:|")
+    for t in targets:
+        if per[t]:
+            print(f"| {t} | {fmt(statistics.median(w['rps'] for w in per[t]))} | {fmt(statistics.median(w['p50'] for w in per[t]), 3)} | "
+                  f"{fmt(statistics.median(w['p99'] for w in per[t]), 3)} |")
+
+
+def cpu(d):
+    print("| round | proxy | offered | completed req | achieved req/s | p50 (ms) | p99 (ms) | non-2xx | proxy CPU s | CPU s / 100k req | peak RSS (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    per = {}
+    rate = read_num(os.path.join(d, "cpu.rate"))
+    for f in sorted(glob.glob(os.path.join(d, "cpu-r*-*.wrk"))):
+        rd, t = re.search(r"cpu-r(\d+)-(\w+)\.wrk", f).groups()
+        w = parse_wrk(f)
+        c = read_num(f[:-4] + ".cpu")
+        rss = read_num(f[:-4] + ".rss")
+        secs = read_num(os.path.join(d, "cpu.seconds"))
+        p = c / w["requests"] * 1e5 if c is not None and w["requests"] else None
+        per.setdefault(t, []).append(p)
+        print(f"| {rd} | {t} | {fmt(rate)} r/s | {w['requests']:,} | {fmt(w['requests'] / secs if secs else None)} | {fmt(w['p50'], 3)} | "
+              f"{fmt(w['p99'], 3)} | {w['non2xx']} | {fmt(c, 2)} | {fmt(p, 3)} | {fmt(rss / 1024 if rss else None, 1)} |")
+    if "nginx" in per and "portcullis" in per:
+        n = statistics.median(x for x in per["nginx"] if x is not None)
+        pc = statistics.median(x for x in per["portcullis"] if x is not None)
+        print()
+        print(f"Median CPU seconds per 100k requests: nginx {n:.3f}, portcullis {pc:.3f} (portcullis/nginx = {pc / n:.2f}×).")
+
+
+def legit_stats(path):
+    try:
+        j = json.load(open(path))
+    except OSError:
+        return None
+    lat = j["latencies_ms"]
+    return {"n": len(lat), "p50": pctl(lat, 50), "p99": pctl(lat, 99), "max": max(lat) if lat else None,
+            "statuses": j["statuses"], "errors": j["errors"], "sent": j["sent"]}
+
+
+def attack(d):
+    proxies = [p for p in ("portcullis", "nginx") if os.path.exists(os.path.join(d, f"attack-{p}.window"))]
+    log = []
+    logf = os.path.join(d, "upstream-access.log")
+    if os.path.exists(logf):
+        for line in open(logf):
+            parts = line.split()
+            if len(parts) >= 4:
+                log.append((float(parts[0]) * 1000.0, parts[1], int(parts[2]), parts[3]))
+    legit_ip = open(os.path.join(d, "legit.ip")).read().strip() if os.path.exists(os.path.join(d, "legit.ip")) else ""
+
+    print("Legitimate client (GET /, steady rate, own X-Forwarded-For):")
+    print()
+    print("| proxy | phase | sent | 200 | other statuses | errors | p50 (ms) | p99 (ms) | max (ms) |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---:|")
+    for p in proxies:
+        for phase in ("base", "flood"):
+            s = legit_stats(os.path.join(d, f"attack-{p}-legit-{phase}.json"))
+            if not s:
+                continue
+            other = {k: v for k, v in s["statuses"].items() if k != "200"}
+            print(f"| {p} | {'no flood' if phase == 'base' else 'during flood'} | {s['sent']} | {s['statuses'].get('200', 0)} | "
+                  f"{other or '—'} | {s['errors']} | {fmt(s['p50'], 2)} | {fmt(s['p99'], 2)} | {fmt(s['max'], 2)} |")
+    print()
+
+    print("Flood (wrk, random X-Forwarded-For from 198.18.0.0/15, probe paths and /missing/*):")
+    print()
+    print("| proxy | flood requests | flood req/s | answers by status | flood requests reaching the upstream | "
+          "of which after the client's ban (+0 ms / +10 ms / +1 s) | banned clients | gateway CPU s | CPU s / 100k flood req | peak RSS (MiB) |")
+    print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|")
+    for p in proxies:
+        start, end = (float(x) for x in open(os.path.join(d, f"attack-{p}.window")).read().split())
+        w = parse_wrk(os.path.join(d, f"attack-{p}-flood.wrk"))
+        flood = [e for e in log if start - 1000 <= e[0] <= end + 2000 and e[1] != legit_ip and e[1].startswith("198.1")]
+        bans = {}
+        bf = os.path.join(d, f"attack-{p}-bans.json")
+        if os.path.exists(bf):
+            for b in json.load(open(bf)):
+                bans[b["net"].split("/")[0]] = b["created_ms"]
+        after = []
+        for slack in (0, 10, 1000):
+            after.append(sum(1 for e in flood if e[1] in bans and e[0] > bans[e[1]] + slack))
+        c = read_num(os.path.join(d, f"attack-{p}.cpu"))
+        rss = read_num(os.path.join(d, f"attack-{p}.rss"))
+        per = c / w["requests"] * 1e5 if c is not None and w["requests"] else None
+        status = ", ".join(f"{k}: {v:,}" for k, v in sorted(w["status"].items()))
+        print(f"| {p} | {w['requests']:,} | {fmt(w['rps'])} | {status} | {len(flood):,} | "
+              f"{' / '.join(str(a) for a in after) if bans else 'no bans'} | {len(bans):,} | {fmt(c, 2)} | {fmt(per, 3)} | "
+              f"{fmt(rss / 1024 if rss else None, 1)} |")
+        if bans and after[0]:
+            late = sorted((e[0] - bans[e[1]], e[1], e[3]) for e in flood if e[1] in bans and e[0] > bans[e[1]])
+            print(f"<!-- {p}: upstream log time minus ban time for late requests (ms): "
+                  f"{', '.join(f'{x[0]:.0f}' for x in late[:20])} -->")
+
+
+if __name__ == "__main__":
+    {"throughput": throughput, "cpu": cpu, "attack": attack}[sys.argv[1]](sys.argv[2])
