@@ -309,3 +309,28 @@ async fn version_flag() {
     assert!(ok);
     assert!(out.starts_with("portcullis "), "{out}");
 }
+
+#[tokio::test]
+async fn a_port_in_use_stops_startup_with_a_clear_error() {
+    let up = upstream().run().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (_dir, path, _) = gateway(&up).write();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen(
+        "listen = [\"127.0.0.1:",
+        &format!("listen = [\"127.0.0.1:{port}\", \"127.0.0.1:"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("server.listen: cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}

@@ -43,6 +43,14 @@ pub fn run(path: &Path) -> ExitCode {
         conf.pid_file = dir.join("portcullis.pid").display().to_string();
         conf.upgrade_sock = dir.join("upgrade.sock").display().to_string();
     }
+    // Pingora logs a listener it cannot bind and keeps running without serving; bind every
+    // address here first (all at once, so overlapping ones like 0.0.0.0 and [::] on one port
+    // collide) to fail loudly instead.
+    if let Err(e) = probe_binds(&settings) {
+        eprintln!("{e}");
+        tracing::error!(error = %e, "cannot listen; not starting");
+        return ExitCode::FAILURE;
+    }
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
@@ -135,4 +143,24 @@ pub fn run(path: &Path) -> ExitCode {
     server.run(RunArgs::default());
     tracing::info!("portcullis stopped");
     ExitCode::SUCCESS
+}
+
+/// Binds every configured address at once and releases them, reporting the first failure.
+fn probe_binds(settings: &Settings) -> Result<(), String> {
+    let mut held = Vec::new();
+    let addrs = settings
+        .server
+        .listen
+        .iter()
+        .map(|a| ("server.listen", *a))
+        .chain(settings.server.tls.iter().map(|t| ("server.tls", t.listen)))
+        .chain(settings.metrics.map(|a| ("metrics.listen", a)))
+        .chain(settings.admin.as_ref().map(|a| ("admin.listen", a.listen)));
+    for (key, addr) in addrs {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => held.push(l),
+            Err(e) => return Err(format!("{key}: cannot listen on {addr}: {e}")),
+        }
+    }
+    Ok(())
 }
