@@ -77,10 +77,13 @@ impl UpstreamBuilder {
     }
 }
 
+/// Status by path prefix, and delay by path prefix.
+type Rules = (Vec<(String, u16)>, Vec<(String, Duration)>);
+
 async fn serve_conn(
     stream: tokio::net::TcpStream,
     rec: Arc<Mutex<Vec<Seen>>>,
-    rules: Arc<(Vec<(String, u16)>, Vec<(String, Duration)>)>,
+    rules: Arc<Rules>,
 ) -> std::io::Result<()> {
     let (statuses, slow) = (&rules.0, &rules.1);
     let (r, mut w) = stream.into_split();
