@@ -36,19 +36,29 @@ use std::time::{Duration, Instant};
 const T0: u64 = 1_700_000_000_000;
 
 /// How far from a decision boundary every scheduled request must be (checked offline).
-const DESIGN_MARGIN_MS: u64 = 8;
+const DESIGN_MARGIN_MS: u64 = 10;
 
 /// The per-request disagreement between the test's clock and nginx's accepted as a boundary
 /// case: ≤ 1 ms from nginx flooring its clock, plus a couple of ms of event-loop lag.
 const JITTER_MS: i64 = 3;
 
-/// Response latency tolerance around the engine's delay. nginx arms its timer from its cached
-/// clock (up to ~1 ms before the real arrival, and the engine's delay for times jittered by up
-/// to `JITTER_MS` differs by as many ms), so a response may come a few ms early. Late is
-/// bounded by scheduling: nginx's timer wake-up plus the reader thread's wake-up on a shared,
-/// loaded 2-core machine, where 10–20 ms stalls happen.
+/// How long nginx held a request (its own `$request_time`, from reading the request to
+/// logging the response) must be the engine's delay within these bounds. nginx arms its timer
+/// from its cached clock (up to ~1 ms before the real arrival), its clock and ours differ by a
+/// few ms (`JITTER_MS`; the engine's delay moves 1 ms per ms), so a request may be released
+/// a few ms early. Late is nginx's own timer wake-up on a shared, loaded 2-core machine, where
+/// 10–20 ms stalls happen. The client-side latency is checked only for not being early: on this
+/// machine the reader thread's wake-up was seen to add up to 120 ms, which says nothing about
+/// nginx or the engine (the maximum is printed).
 const EARLY_TOLERANCE_MS: i64 = 5;
-const LATE_TOLERANCE_MS: i64 = 30;
+const LATE_TOLERANCE_MS: i64 = 20;
+
+/// How far the delay nginx computed (from the excess it logged) may be from the engine's for
+/// the same request. Only clock noise separates them: a delay is one ms per ms of clock
+/// difference, and on a loaded machine the sender or nginx is sometimes descheduled for several
+/// ms between a request's write and its processing (7 ms seen). A real difference in the
+/// algorithm would be much larger: one request of excess is 1000/rate s (50–100 ms here).
+const DELAY_SKEW_TOLERANCE_MS: i64 = 12;
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -82,7 +92,12 @@ impl Scenario {
             Delay::After(0) => String::new(),
             Delay::After(n) => format!(" delay={n}"),
         };
-        format!("limit_req zone=z burst={}{mode};", self.burst)
+        // nginx refuses an explicit `burst=0`: no burst is written as no `burst=` at all.
+        let burst = match self.burst {
+            0 => String::new(),
+            n => format!(" burst={n}"),
+        };
+        format!("limit_req zone=z{burst}{mode};")
     }
 }
 
@@ -109,7 +124,7 @@ impl Schedule {
 
 fn scenarios() -> Vec<Scenario> {
     vec![
-        // 10 r/s: one request per 100 ms, no burst. Burst, then trickles at 90 ms (every other
+        // 10 r/s: one request per 100 ms, no burst. Burst, then trickles at 85 ms (every other
         // one rejected) and 115 ms (all pass), an idle gap, a burst again.
         Scenario {
             name: "10r/s burst=0 nodelay",
@@ -118,14 +133,14 @@ fn scenarios() -> Vec<Scenario> {
             delay: Delay::NoDelay,
             times: Schedule::default()
                 .burst(0, 4)
-                .every(150, 90, 6)
+                .every(150, 85, 6)
                 .every(750, 115, 5)
                 .burst(1700, 3)
                 .done(),
         },
-        // 20 r/s (50 ms), burst 5 passed at once: a burst of 8 (6 pass), a trickle at 40 ms
-        // (faster than the rate: the bucket refills by 0.8 and drains 1 per request), one at
-        // 62 ms (slower), 500 ms idle, then a burst again.
+        // 20 r/s (50 ms), burst 5 passed at once: a burst of 8 (6 pass), a trickle at 41 ms
+        // (faster than the rate: the bucket gains 0.18 per request), one at 59 ms (slower),
+        // an idle gap that empties the bucket, then a burst again.
         Scenario {
             name: "20r/s burst=5 nodelay",
             rate: "20r/s",
@@ -133,8 +148,8 @@ fn scenarios() -> Vec<Scenario> {
             delay: Delay::NoDelay,
             times: Schedule::default()
                 .burst(0, 8)
-                .every(110, 40, 8)
-                .every(460, 62, 6)
+                .every(127, 41, 8)
+                .every(465, 59, 6)
                 .burst(1300, 8)
                 .done(),
         },
@@ -147,8 +162,8 @@ fn scenarios() -> Vec<Scenario> {
             delay: Delay::After(0),
             times: Schedule::default()
                 .burst(0, 8)
-                .every(130, 35, 6)
-                .every(400, 70, 5)
+                .every(112, 41, 6)
+                .every(380, 64, 5)
                 .burst(1300, 4)
                 .done(),
         },
@@ -160,8 +175,8 @@ fn scenarios() -> Vec<Scenario> {
             delay: Delay::After(2),
             times: Schedule::default()
                 .burst(0, 8)
-                .every(120, 60, 6)
-                .every(600, 130, 4)
+                .every(116, 50, 6)
+                .every(560, 116, 4)
                 .burst(1400, 5)
                 .done(),
         },
@@ -174,8 +189,8 @@ fn scenarios() -> Vec<Scenario> {
             delay: Delay::After(1),
             times: Schedule::default()
                 .burst(0, 6)
-                .every(100, 50, 6)
-                .every(520, 100, 5)
+                .every(102, 44, 6)
+                .every(536, 96, 5)
                 .burst(1500, 5)
                 .done(),
         },
@@ -418,7 +433,8 @@ impl Nginx {
             "daemon off;\nmaster_process off;\nworker_processes 1;\n\
              error_log {d}/error.log info;\npid {d}/nginx.pid;\n\
              events {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n\
+             http {{\n  log_format held '$arg_i $request_time $status';\n\
+             access_log {d}/access.log held;\n\
              client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
              limit_req_zone $binary_remote_addr zone=z:1m rate={rate};\n\
@@ -683,7 +699,7 @@ fn limiter_decides_like_nginx() {
                     let nginx_delay = ((excess - limits.delay) * 1000 / limits.rate) as f64;
                     let skew = (nginx_delay - want).abs();
                     max_excess_skew_ms = max_excess_skew_ms.max(skew);
-                    if skew > (JITTER_MS + 1) as f64 {
+                    if skew > DELAY_SKEW_TOLERANCE_MS as f64 {
                         latency_failures.push(format!(
                             "request {i}: nginx delayed {nginx_delay} ms (excess {excess}), engine {want} ms"
                         ));
