@@ -156,13 +156,23 @@ impl Upstream {
     }
 }
 
-/// A port nothing listens on (bound, then released).
+/// A port nothing listens on now.
+///
+/// Ports come from below the kernel's ephemeral range (32768+), so the outgoing connections
+/// of tests running in parallel never take a port between this check and the gateway's bind;
+/// each test process starts at its own offset and never hands out the same port twice.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 400) as u16 * 30;
+    for _ in 0..2_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (base - 20_000 + offset) % 12_000;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// The portcullis binary, started on a generated config.
@@ -327,7 +337,7 @@ impl Gateway {
     }
 
     /// Polls the proxy and metrics ports until both answer (bounded: 20 s).
-    pub async fn wait_ready(&self) {
+    pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = client();
         loop {
@@ -341,6 +351,13 @@ impl Gateway {
                 .is_ok();
             if metrics_ok && proxy_ok {
                 return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("gateway exited with {status}; log:\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,

@@ -480,6 +480,19 @@ impl Nginx {
     fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
+
+    /// How long nginx held each request, in ms (`$request_time`), by request index.
+    fn held_ms(&self) -> HashMap<usize, f64> {
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                let mut fields = line.split(' ');
+                let index = fields.next()?.parse().ok()?;
+                let seconds: f64 = fields.next()?.parse().ok()?;
+                Some((index, seconds * 1000.0))
+            })
+            .collect()
+    }
 }
 
 /// What nginx logged about request `i`: its class and excess (milli-requests). Requests it
@@ -531,21 +544,41 @@ struct Observed {
 /// has accepted it and only has to read it), and collects the answers; a thread per request
 /// reads its response, so a delayed request does not hold back the next.
 fn run_schedule(addr: SocketAddr, times: &[u64]) -> Vec<Observed> {
-    let mut conns: Vec<TcpStream> = times
-        .iter()
-        .map(|_| {
-            let s = TcpStream::connect(addr).expect("connect to nginx");
-            s.set_nodelay(true).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s
-        })
-        .collect();
+    let mut conns: Vec<TcpStream> = Vec::new();
+    // Readers are blocked in `read` before the clock starts, so none has to be spawned and
+    // scheduled when its answer arrives.
+    let mut readers: Vec<JoinHandle<(u16, Instant)>> = Vec::new();
+    for _ in times {
+        let conn = TcpStream::connect(addr).expect("connect to nginx");
+        conn.set_nodelay(true).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = conn.try_clone().unwrap();
+        conns.push(conn);
+        readers.push(std::thread::spawn(move || {
+            let mut first = [0u8; 1];
+            reader
+                .read_exact(&mut first)
+                .expect("no response from nginx");
+            let arrived = Instant::now();
+            let mut rest = Vec::new();
+            let _ = reader.read_to_end(&mut rest);
+            let mut all = first.to_vec();
+            all.extend(rest);
+            let text = String::from_utf8_lossy(&all);
+            let status = text
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("bad response: {text:?}"));
+            (status, arrived)
+        }));
+    }
     // Let nginx accept every connection before the clock starts.
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now() + Duration::from_millis(20);
-    let mut readers: Vec<JoinHandle<(u16, Instant)>> = Vec::new();
     let mut sent: Vec<Instant> = Vec::new();
-    for (i, (&t, mut conn)) in times.iter().zip(conns.drain(..)).enumerate() {
+    for (i, (&t, conn)) in times.iter().zip(&mut conns).enumerate() {
         let at = start + Duration::from_millis(t);
         // Sleep most of the way, spin the last stretch for a precise send.
         loop {
@@ -563,24 +596,8 @@ fn run_schedule(addr: SocketAddr, times: &[u64]) -> Vec<Observed> {
         let request = format!("GET /ok.txt?i={i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         conn.write_all(request.as_bytes()).expect("send request");
         sent.push(Instant::now());
-        readers.push(std::thread::spawn(move || {
-            let mut first = [0u8; 1];
-            conn.read_exact(&mut first).expect("no response from nginx");
-            let arrived = Instant::now();
-            let mut rest = Vec::new();
-            let _ = conn.read_to_end(&mut rest);
-            let mut all = first.to_vec();
-            all.extend(rest);
-            let text = String::from_utf8_lossy(&all);
-            let status = text
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("bad response: {text:?}"));
-            (status, arrived)
-        }));
     }
-    readers
+    let observed = readers
         .into_iter()
         .zip(sent)
         .map(|(reader, sent)| {
@@ -591,7 +608,11 @@ fn run_schedule(addr: SocketAddr, times: &[u64]) -> Vec<Observed> {
                 latency_ms: (arrived - sent).as_secs_f64() * 1000.0,
             }
         })
-        .collect()
+        .collect();
+    // The write sides stay open until every answer is in: nginx treats a client's EOF while
+    // a request is delayed as the client going away.
+    drop(conns);
+    observed
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -642,6 +663,7 @@ fn limiter_decides_like_nginx() {
         let nginx = Nginx::start(&binary, &scenario);
         let observed = run_schedule(nginx.addr, &scenario.times);
         let log = parse_log(&nginx.error_log());
+        let held = nginx.held_ms();
         drop(nginx);
 
         let times: Vec<u64> = observed.iter().map(|o| o.sent_ms).collect();
@@ -688,6 +710,7 @@ fn limiter_decides_like_nginx() {
         let mut max_excess_skew_ms = 0.0f64;
         let mut max_late = f64::MIN;
         let mut max_early = f64::MIN;
+        let mut max_client_late = f64::MIN;
         let mut latency_failures = Vec::new();
         for i in 0..times.len() {
             if class_mismatches.contains(&i) {
@@ -709,14 +732,24 @@ fn limiter_decides_like_nginx() {
             if engine_classes[i] == Class::Reject {
                 continue;
             }
-            let latency = observed[i].latency_ms;
-            max_late = max_late.max(latency - want);
-            max_early = max_early.max(want - latency);
-            if latency < want - EARLY_TOLERANCE_MS as f64
-                || latency > want + LATE_TOLERANCE_MS as f64
+            let Some(&held_ms) = held.get(&i) else {
+                latency_failures.push(format!("request {i}: not in nginx's access log"));
+                continue;
+            };
+            max_late = max_late.max(held_ms - want);
+            max_early = max_early.max(want - held_ms);
+            if held_ms < want - EARLY_TOLERANCE_MS as f64
+                || held_ms > want + LATE_TOLERANCE_MS as f64
             {
                 latency_failures.push(format!(
-                    "request {i}: answered after {latency:.1} ms, engine delay {want} ms"
+                    "request {i}: nginx held it {held_ms:.0} ms, engine delay {want} ms"
+                ));
+            }
+            let latency = observed[i].latency_ms;
+            max_client_late = max_client_late.max(latency - want);
+            if latency < want - EARLY_TOLERANCE_MS as f64 {
+                latency_failures.push(format!(
+                    "request {i}: answered after {latency:.1} ms, before the engine's delay {want} ms"
                 ));
             }
         }
@@ -724,7 +757,7 @@ fn limiter_decides_like_nginx() {
         let boundary = class_mismatches.len();
         println!(
             "{:<28} requests {:>3}  matches {:>3}  boundary {}  delayed {:>2}  rejected {:>2}  \
-             delay skew ≤{:.0} ms  latency-delay in [-{:.1}, +{:.1}] ms",
+             delay skew ≤{:.0} ms  held-delay in [-{:.0}, +{:.0}] ms  client late ≤{:.0} ms",
             scenario.name,
             times.len(),
             times.len() - boundary,
@@ -737,6 +770,7 @@ fn limiter_decides_like_nginx() {
             max_excess_skew_ms,
             max_early.max(0.0),
             max_late.max(0.0),
+            max_client_late.max(0.0),
         );
         let engine_letters: String = engine_classes.iter().map(|c| c.letter()).collect();
         let nginx_letters: String = nginx_classes.iter().map(|c| c.letter()).collect();
