@@ -119,7 +119,7 @@ struct Schedule(Vec<u64>);
 impl Schedule {
     /// `n` requests back to back at `at`.
     fn burst(mut self, at: u64, n: usize) -> Self {
-        self.0.extend(std::iter::repeat(at).take(n));
+        self.0.extend(std::iter::repeat_n(at, n));
         self
     }
     /// `n` requests at `start`, `start + every`, ...
@@ -663,11 +663,11 @@ fn schedules_stay_clear_of_boundaries() {
         let decisions = engine(&settings, &scenario.times);
         let letters: String = decisions.iter().map(|d| Class::of(d).letter()).collect();
         println!("{:<28} {letters}", scenario.name);
-        for i in 0..scenario.times.len() {
+        for (i, decision) in decisions.iter().enumerate() {
             if let Some(d) = boundary_distance(&settings, &scenario.times, i, DESIGN_MARGIN_MS) {
                 panic!(
-                    "{}: request {i} at {} ms ({:?}) is {d} ms from a decision boundary",
-                    scenario.name, scenario.times[i], decisions[i]
+                    "{}: request {i} at {} ms ({decision:?}) is {d} ms from a decision boundary",
+                    scenario.name, scenario.times[i]
                 );
             }
         }
@@ -693,7 +693,7 @@ fn check_scenario(binary: &Path, scenario: &Scenario) -> (Vec<String>, Vec<Strin
     let settings = scenario.settings();
     let limits = NgxLimits::of(&settings);
     let name = scenario.name;
-    let nginx = Nginx::start(&binary, &scenario);
+    let nginx = Nginx::start(binary, scenario);
     let observed = run_schedule(nginx.addr, &scenario.times);
     let log = parse_log(&nginx.error_log());
     let access = nginx.access_log();
