@@ -4,19 +4,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const BEHIND_PROXY: &str = "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
-
-async fn status_as(gw: &Gateway, client_ip: &str, path: &str) -> u16 {
-    client()
-        .get(gw.url(path))
-        .header("x-forwarded-for", client_ip)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test]
 async fn sighup_reload_applies_valid_config_and_keeps_state() {
     let up = upstream().status("/missing", 404).run().await;

@@ -528,3 +528,26 @@ where
     }
     false
 }
+
+/// Loopback is the trusted balancer; each test client names itself in X-Forwarded-For.
+pub const BEHIND_PROXY: &str = "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
+
+/// GET `url` as the client `client_ip` (named in X-Forwarded-For).
+pub async fn get_url_as(url: String, client_ip: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .header("x-forwarded-for", client_ip)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GET `path` through the gateway as the client `client_ip`.
+pub async fn get_as(gw: &Gateway, client_ip: &str, path: &str) -> reqwest::Response {
+    get_url_as(gw.url(path), client_ip).await
+}
+
+/// The status of [`get_as`].
+pub async fn status_as(gw: &Gateway, client_ip: &str, path: &str) -> u16 {
+    get_as(gw, client_ip, path).await.status().as_u16()
+}
