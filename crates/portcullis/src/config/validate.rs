@@ -608,8 +608,11 @@ fn reputation(c: &mut Check, r: &RawReputation, ipv6_prefix: u8) -> ReputationCo
         Some(list) => nets(c, "ignoreip", list),
         // fail2ban's default: never ban the host itself.
         None => vec![
-            "127.0.0.0/8".parse().unwrap_or_else(|_| unreachable!()),
-            "::1/128".parse().unwrap_or_else(|_| unreachable!()),
+            IpNet::V4(ipnet::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(127, 0, 0, 0),
+                8,
+            )),
+            IpNet::from(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
         ],
     };
     let deny = nets(c, "deny", &r.deny);
