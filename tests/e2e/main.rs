@@ -3,5 +3,6 @@
 mod support;
 
 mod filters;
+mod nginx_diff;
 mod operations;
 mod proxy;

@@ -1,0 +1,143 @@
+//! The same request schedule sent to real nginx `limit_req` and to the portcullis binary must
+//! get the same status sequence. (crates/policy/tests/nginx_differential.rs checks the engine
+//! against nginx request by request, delays included; this checks the whole binary.)
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portcullis_policy::limiter::{simulate, Decision, Delay, Rate, ZoneSettings};
+
+use crate::support::*;
+
+fn nginx_binary() -> Option<&'static str> {
+    [
+        "/usr/sbin/nginx",
+        "/usr/local/sbin/nginx",
+        "/usr/local/nginx/sbin/nginx",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+}
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx with one `limit_req` zone in front of a static file (a `return` would answer before
+/// limit_req runs).
+fn start_nginx(bin: &str, dir: &Path, port: u16, rate: &str, burst: u64) -> Nginx {
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "ok").unwrap();
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;
+  uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
+  limit_req_zone $binary_remote_addr zone=z:1m rate={rate};
+  limit_req_status 429;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ limit_req zone=z burst={burst} nodelay; root {d}/www; }}
+  }}
+}}
+"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    Nginx(child)
+}
+
+#[tokio::test]
+async fn binary_and_nginx_give_the_same_status_sequence() {
+    let Some(nginx) = nginx_binary() else {
+        eprintln!("SKIPPED: nginx not installed; run scripts/setup");
+        return;
+    };
+    let up = upstream().run().await;
+    let gw = gateway(&up)
+        .route("rate_limit = [\"z\"]")
+        .extra("[rate_limit.z]\nrate = \"10r/s\"\nburst = 3\nnodelay = true")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _nginx = start_nginx(nginx, dir.path(), port, "10r/s", 3);
+    let nginx_url = format!("http://127.0.0.1:{port}/");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            client().get(&nginx_url).send().await.is_ok()
+        })
+        .await,
+        "nginx did not start"
+    );
+    // Let the probe request drain from nginx's bucket (10r/s: 100 ms a request).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A burst, a trickle just under the rate, an idle gap, a second burst. Every request is
+    // at least 20 ms from a decision boundary (checked below against the reference model).
+    let schedule: [u64; 16] = [
+        0, 0, 0, 0, 0, 0, 150, 250, 350, 420, 900, 900, 900, 900, 900, 1010,
+    ];
+    let zone = ZoneSettings {
+        name: "z".into(),
+        rate: Rate::per_second(10),
+        burst: 3,
+        delay: Delay::NoDelay,
+        max_clients: 16,
+    };
+    for shift in [0, 20] {
+        let early: Vec<u64> = schedule.iter().map(|t| t + 1000 - shift).collect();
+        let late: Vec<u64> = schedule.iter().map(|t| t + 1000 + shift).collect();
+        assert_eq!(
+            simulate(&zone, &early),
+            simulate(&zone, &late),
+            "schedule near a boundary"
+        );
+    }
+    let expected: Vec<u16> = simulate(&zone, &schedule)
+        .into_iter()
+        .map(|d| match d {
+            Decision::Reject { .. } => 429,
+            _ => 200,
+        })
+        .collect();
+    assert!(
+        expected.contains(&200) && expected.contains(&429),
+        "the schedule must exercise both decisions: {expected:?}"
+    );
+
+    let c = client();
+    let start = Instant::now();
+    let mut from_nginx = Vec::new();
+    let mut from_portcullis = Vec::new();
+    for at in schedule {
+        let wait = Duration::from_millis(at).saturating_sub(start.elapsed());
+        tokio::time::sleep(wait).await;
+        let (a, b) = tokio::join!(c.get(&nginx_url).send(), c.get(gw.url("/")).send());
+        from_nginx.push(a.unwrap().status().as_u16());
+        from_portcullis.push(b.unwrap().status().as_u16());
+    }
+    assert_eq!(from_nginx, expected, "nginx vs the reference model");
+    assert_eq!(from_portcullis, from_nginx, "portcullis vs nginx");
+}
