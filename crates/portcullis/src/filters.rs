@@ -28,6 +28,8 @@ pub struct Filters {
     pub store: Arc<BanStore>,
     /// Concurrency caps (shared by every runtime of the process).
     pub caps: Arc<Caps>,
+    /// `portcullis_rate_limit_decisions_total{decision="passed"}` per zone, resolved once.
+    pub zone_passed: Vec<prometheus::IntCounter>,
 }
 
 impl Filters {
@@ -62,7 +64,14 @@ impl Filters {
                     .unwrap_or_else(|| Arc::new(Zone::new(z.engine.clone())))
             })
             .collect();
+        let decisions = &FilterMetrics::get().rate_limit;
+        let zone_passed = settings
+            .zones
+            .iter()
+            .map(|z| decisions.with_label_values(&[z.engine.name.as_str(), "passed"]))
+            .collect();
         Ok(Filters {
+            zone_passed,
             zones,
             store,
             caps: previous.map_or_else(|| Arc::new(Caps::default()), |p| p.caps.clone()),
@@ -200,8 +209,7 @@ pub async fn after_route(
         match check_all(&zones(&enforced), key, now_mono) {
             Limit::Pass => {
                 for &i in &enforced {
-                    m.with_label_values(&[&rt.settings.zones[i].engine.name, "passed"])
-                        .inc();
+                    rt.filters.zone_passed[i].inc();
                 }
             }
             Limit::Delay { ms } => {

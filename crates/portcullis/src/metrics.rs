@@ -20,8 +20,6 @@ use crate::runtime::Runtime;
 pub struct Metrics {
     /// `portcullis_requests_total{route, decision}`: what happened to each request.
     pub requests: IntCounterVec,
-    /// `portcullis_responses_total{class}`: responses by status class (`2xx`, ..., `444`).
-    pub responses: IntCounterVec,
     /// `portcullis_upstream_response_seconds{upstream}`: time to the upstream's response header.
     pub upstream_seconds: HistogramVec,
     /// `portcullis_upstream_errors_total{upstream, kind}`: connect failures and other errors.
@@ -30,7 +28,13 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `portcullis_config_reloads_total{result}`: hot reloads, `ok` or `error`.
     pub reloads: IntCounterVec,
+    /// `portcullis_responses_total{class}`, resolved per class once, in [`CLASSES`] order, so the request path does
+    /// not hash labels.
+    response_classes: Vec<IntCounter>,
 }
+
+/// The `class` labels of `portcullis_responses_total`.
+const CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "444", "other"];
 
 impl Metrics {
     /// The process-wide metrics, registered on first use.
@@ -42,19 +46,23 @@ impl Metrics {
     fn register() -> Metrics {
         // Registration only fails on a duplicate name, which is a programming error caught by
         // every test run.
+        let responses = register_int_counter_vec!(
+            "portcullis_responses_total",
+            "Responses sent to clients by status class (444 = connection closed unanswered).",
+            &["class"]
+        )
+        .expect("register portcullis_responses_total");
         let m = Metrics {
+            response_classes: CLASSES
+                .iter()
+                .map(|c| responses.with_label_values(&[c]))
+                .collect(),
             requests: register_int_counter_vec!(
                 "portcullis_requests_total",
                 "Requests by route and decision (proxied, banned, probe, rate_limited, ...).",
                 &["route", "decision"]
             )
             .expect("register portcullis_requests_total"),
-            responses: register_int_counter_vec!(
-                "portcullis_responses_total",
-                "Responses sent to clients by status class (444 = connection closed unanswered).",
-                &["class"]
-            )
-            .expect("register portcullis_responses_total"),
             upstream_seconds: register_histogram_vec!(
                 "portcullis_upstream_response_seconds",
                 "Time from choosing an upstream server to its response header.",
@@ -88,16 +96,19 @@ impl Metrics {
     }
 }
 
-/// The `class` label for a response status: `2xx`, `4xx`, ...; 444 (dropped) stays itself.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        444 => "444",
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "other",
+impl Metrics {
+    /// The responses counter for `status`'s class: `2xx`, `4xx`, ...; 444 (dropped) is its own.
+    pub fn response_counter(&self, status: u16) -> &IntCounter {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            444 => 5,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 6,
+        };
+        &self.response_classes[class]
     }
 }
 
@@ -291,5 +302,39 @@ impl Collector for EngineCollector {
         out.extend(self.offender_evictions.collect());
         out.extend(self.inflight.collect());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::Decision;
+
+    #[test]
+    fn decision_indices_follow_declaration_order() {
+        for (i, d) in Decision::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn response_classes() {
+        let m = Metrics::get();
+        let before = m.response_counter(444).get();
+        m.response_counter(444).inc();
+        assert_eq!(m.response_counter(444).get(), before + 1);
+        assert!(!std::ptr::eq(
+            m.response_counter(404),
+            m.response_counter(444)
+        ));
+        assert!(std::ptr::eq(
+            m.response_counter(404),
+            m.response_counter(499)
+        ));
+        assert!(std::ptr::eq(
+            m.response_counter(200),
+            m.response_counter(204)
+        ));
+        assert!(std::ptr::eq(m.response_counter(0), m.response_counter(999)));
     }
 }

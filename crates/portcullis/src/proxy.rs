@@ -18,7 +18,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use portcullis_policy::reputation::OffenseKind;
 use portcullis_policy::time::{Clock, SystemClock};
 
-use crate::metrics::{status_class, Metrics};
+use crate::metrics::Metrics;
 use crate::routes::host_without_port;
 use crate::runtime::Runtime;
 
@@ -53,6 +53,22 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Every decision, in declaration order (`as usize` indexes this).
+    pub const ALL: [Decision; 12] = [
+        Decision::Undecided,
+        Decision::Proxied,
+        Decision::Delayed,
+        Decision::DryRun,
+        Decision::NoRoute,
+        Decision::Banned,
+        Decision::Denied,
+        Decision::Probe,
+        Decision::RateLimited,
+        Decision::Inflight,
+        Decision::Malformed,
+        Decision::UpstreamError,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -295,10 +311,7 @@ impl ProxyHttp for Gateway {
             (ctx.rt.as_ref(), ctx.route, ctx.upstream)
         {
             let upstream = &rt.upstreams[rt.settings.routes[route].upstream];
-            Metrics::get()
-                .upstream_seconds
-                .with_label_values(&[upstream.settings.name.as_str()])
-                .observe(started.elapsed().as_secs_f64());
+            upstream.latency.observe(started.elapsed().as_secs_f64());
             crate::filters::upstream_status(
                 ctx,
                 rt,
@@ -382,16 +395,11 @@ impl ProxyHttp for Gateway {
         } else {
             session.response_written().map_or(0, |r| r.status.as_u16())
         };
-        let m = Metrics::get();
-        let route = match (ctx.rt.as_ref(), ctx.route) {
-            (Some(rt), Some(r)) => rt.settings.routes[r].name.as_str(),
-            _ => "-",
-        };
-        m.requests
-            .with_label_values(&[route, ctx.decision.as_str()])
-            .inc();
+        if let Some(rt) = ctx.rt.as_ref() {
+            rt.request_counter(ctx.route, ctx.decision).inc();
+        }
         if status > 0 {
-            m.responses.with_label_values(&[status_class(status)]).inc();
+            Metrics::get().response_counter(status).inc();
         }
         if let Some(rt) = ctx.rt.as_ref() {
             rt.access_log.record(session, ctx, status);

@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use portcullis_policy::client::ClientIdentity;
 
+use prometheus::IntCounter;
+
 use crate::access_log::AccessLog;
 use crate::config::Settings;
 use crate::filters::Filters;
+use crate::proxy::Decision;
 use crate::routes::Router;
 use crate::upstream::Upstream;
 
@@ -28,9 +31,17 @@ pub struct Runtime {
     pub filters: Filters,
     /// Access log writer.
     pub access_log: Arc<AccessLog>,
+    /// `portcullis_requests_total` resolved for every (route, decision) once, so the request
+    /// path does not hash labels: index 0 is "no route", then one row per route.
+    requests: Vec<Vec<IntCounter>>,
 }
 
 impl Runtime {
+    /// The requests counter for a request on `route` (None: no route) with `decision`.
+    pub fn request_counter(&self, route: Option<usize>, decision: Decision) -> &IntCounter {
+        &self.requests[route.map_or(0, |r| r + 1)][decision as usize]
+    }
+
     /// `net` as the ban table keys it: a single IPv6 address widens to its identity prefix.
     pub fn identity_net(&self, net: ipnet::IpNet) -> ipnet::IpNet {
         crate::admin::identity_net(self.settings.client_ip_prefix(), net)
@@ -45,7 +56,18 @@ impl Runtime {
             _ => Arc::new(AccessLog::open(&settings.access_log)?),
         };
         let filters = Filters::build(&settings, previous.map(|p| &p.filters))?;
+        let m = &crate::metrics::Metrics::get().requests;
+        let requests = std::iter::once("-")
+            .chain(settings.routes.iter().map(|r| r.name.as_str()))
+            .map(|route| {
+                Decision::ALL
+                    .iter()
+                    .map(|d| m.with_label_values(&[route, d.as_str()]))
+                    .collect()
+            })
+            .collect();
         Ok(Runtime {
+            requests,
             client_ip: settings.client_ip.clone(),
             router: Router::new(&settings.routes),
             upstreams: settings

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub struct Upstream {
     /// The validated settings.
     pub settings: UpstreamSettings,
+    /// `portcullis_upstream_response_seconds` for this group, resolved once.
+    pub latency: prometheus::Histogram,
     down_until_ms: Vec<AtomicU64>,
     next: AtomicUsize,
 }
@@ -22,7 +24,11 @@ impl Upstream {
     /// A group for `settings`, all servers up.
     pub fn new(settings: UpstreamSettings) -> Self {
         let down_until_ms = settings.servers.iter().map(|_| AtomicU64::new(0)).collect();
+        let latency = crate::metrics::Metrics::get()
+            .upstream_seconds
+            .with_label_values(&[settings.name.as_str()]);
         Self {
+            latency,
             settings,
             down_until_ms,
             next: AtomicUsize::new(0),
