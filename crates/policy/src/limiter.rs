@@ -18,18 +18,22 @@
 //! * Clock steps backwards: nginx treats `now - last < -60 s` as 1 ms elapsed (and resyncs
 //!   `last` on the next accepted request) and a smaller step back as 0 ms elapsed.
 //!
-//! Memory is bounded: a zone tracks at most `max_clients` clients and evicts the least recently
-//! seen one when full (nginx evicts from the tail of its LRU queue when its shared memory is
-//! full). Entries whose state is indistinguishable from "never seen" are dropped eagerly.
+//! Memory is bounded: a zone tracks at most `max_clients` clients and, when full, evicts a
+//! client not seen recently (nginx evicts from the tail of its LRU queue when its shared memory
+//! is full; here a CLOCK sweep approximates that LRU order). Entries whose state is
+//! indistinguishable from "never seen" are dropped eagerly.
 //! A tracked client costs about 38 bytes (a 32-byte entry plus 1.5 four-byte hash buckets),
 //! against nginx's 128 bytes on 64-bit.
 //!
 //! Layout: a zone is split into power-of-two shards, each behind its own mutex, chosen by the
-//! top bits of a keyed hash of the client address. A shard is a slab of fixed-size entries with
-//! an intrusive doubly-linked LRU list (16-bit slot indices, so a shard holds at most 65534
-//! clients) and an open-addressing index of 32-bit buckets (16-bit slot + 16-bit hash tag, so
-//! probing rarely touches an entry that does not match). LRU order is exact within a shard;
-//! zones of up to 4096 clients have a single shard and so an exact global LRU.
+//! top bits of a keyed hash of the client address. A shard is a slab of fixed-size entries
+//! (16-bit slot indices, so a shard holds at most 65534 clients) and an open-addressing index of
+//! 32-bit buckets (16-bit slot + 16-bit hash tag, so probing rarely touches an entry that does
+//! not match). Recency is tracked CLOCK-style (second chance): a hit only sets a "referenced"
+//! flag in the entry it already reads, instead of relinking an LRU list (which touched two more
+//! random entries per decision); eviction sweeps a hand over the slab, clearing referenced flags
+//! and evicting the first unreferenced client, so a client seen since the hand last passed it
+//! always outlives one that was not.
 
 use parking_lot::Mutex;
 use std::net::IpAddr;
@@ -54,11 +58,18 @@ const MAX_SHARDS: usize = 1024;
 pub const MAX_CLIENTS: usize = MAX_SHARD_CAPACITY * MAX_SHARDS;
 
 /// Shards are sized to hold about this many clients: small enough to keep lock hold times and
-/// per-shard growth short, large enough that zones up to this size keep an exact LRU.
+/// per-shard growth short, large enough that zones up to this size share one CLOCK sweep.
 const TARGET_SHARD_CAPACITY: usize = 4096;
 
-/// Terminator of the LRU and free lists.
+/// Terminator of the free list.
 const NIL: u16 = u16::MAX;
+
+/// `Entry::state` of a free slot.
+const FREE: u16 = 0;
+/// `Entry::state` of a tracked client not seen since the CLOCK hand last passed it.
+const LIVE: u16 = 1;
+/// `Entry::state` of a tracked client seen since the CLOCK hand last passed it.
+const REFERENCED: u16 = 2;
 
 /// The smallest slab a shard allocates once it holds any client.
 const MIN_SLAB: usize = 16;
@@ -357,33 +368,34 @@ struct Limits {
     delay_threshold_milli: u64,
 }
 
-/// One tracked client: 32 bytes.
+/// One tracked client: 32 bytes, aligned so no entry straddles two cache lines (the
+/// allocator only guarantees 16-byte alignment, which would split every other entry).
 #[derive(Debug, Clone, Copy)]
+#[repr(align(32))]
 struct Entry {
     key: [u64; 2],
     /// Millisecond (caller's clock) of the last accepted request.
     last_ms: u64,
     /// Milli-requests above the rate, as of `last_ms`.
     excess: u32,
-    /// LRU neighbours (towards the most / least recently seen); `next` doubles as the free list.
-    prev: u16,
-    next: u16,
+    /// [`FREE`], [`LIVE`] or [`REFERENCED`]: the CLOCK state.
+    state: u16,
+    /// Next free slot while this slot is free.
+    next_free: u16,
 }
 
 /// A slice of a zone behind one lock.
 #[derive(Debug)]
 struct Shard {
-    /// Slab of entries; free slots are chained through `next` from `free`.
+    /// Slab of entries; free slots are chained through `next_free` from `free`.
     entries: Vec<Entry>,
     /// Open-addressing index: 0 = empty, else `tag << 16 | (slot + 1)`; load ≤ 2/3.
     buckets: Vec<u32>,
     /// Hard cap on live entries.
     capacity: usize,
     len: usize,
-    /// Most recently seen.
-    head: u16,
-    /// Least recently seen: the eviction candidate.
-    tail: u16,
+    /// CLOCK hand: the next slot considered for expiry or eviction.
+    hand: usize,
     free: u16,
     evictions: u64,
 }
@@ -395,8 +407,7 @@ impl Shard {
             buckets: Vec::new(),
             capacity,
             len: 0,
-            head: NIL,
-            tail: NIL,
+            hand: 0,
             free: NIL,
             evictions: 0,
         }
@@ -465,38 +476,9 @@ impl Shard {
         self.buckets[hole] = 0;
     }
 
-    fn unlink(&mut self, slot: u16) {
-        let Entry { prev, next, .. } = self.entries[usize::from(slot)];
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.entries[usize::from(prev)].next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.entries[usize::from(next)].prev = prev;
-        }
-    }
-
-    fn push_head(&mut self, slot: u16) {
-        let old_head = self.head;
-        let entry = &mut self.entries[usize::from(slot)];
-        entry.prev = NIL;
-        entry.next = old_head;
-        if old_head == NIL {
-            self.tail = slot;
-        } else {
-            self.entries[usize::from(old_head)].prev = slot;
-        }
-        self.head = slot;
-    }
-
-    fn move_to_head(&mut self, slot: u16) {
-        if self.head != slot {
-            self.unlink(slot);
-            self.push_head(slot);
-        }
+    /// Records a hit for the CLOCK sweep; touches only the entry being read anyway.
+    fn touch(&mut self, slot: u16) {
+        self.entries[usize::from(slot)].state = REFERENCED;
     }
 
     fn remove(&mut self, hasher: &KeyHasher, slot: u16) {
@@ -504,10 +486,55 @@ impl Shard {
         if let Some((bucket, _)) = self.find(key, hasher.hash(key)) {
             self.index_remove(hasher, bucket);
         }
-        self.unlink(slot);
-        self.entries[usize::from(slot)].next = self.free;
+        let entry = &mut self.entries[usize::from(slot)];
+        entry.state = FREE;
+        entry.next_free = self.free;
         self.free = slot;
         self.len -= 1;
+    }
+
+    /// Moves the hand to the next live slot (at or after it, wrapping) and returns that slot;
+    /// `None` when the shard is empty.
+    fn live_at_hand(&mut self) -> Option<u16> {
+        if self.len == 0 {
+            return None;
+        }
+        let slots = self.entries.len();
+        let mut hand = self.hand;
+        loop {
+            if hand >= slots {
+                hand = 0;
+            }
+            if self.entries[hand].state != FREE {
+                self.hand = hand;
+                return Some(hand as u16);
+            }
+            hand += 1;
+        }
+    }
+
+    fn advance_hand(&mut self) {
+        self.hand += 1;
+        if self.hand >= self.entries.len() {
+            self.hand = 0;
+        }
+    }
+
+    /// Second chance: clears referenced flags under the hand until it reaches a client not seen
+    /// since the last sweep, which it evicts.
+    fn evict_one(&mut self, hasher: &KeyHasher) {
+        while let Some(slot) = self.live_at_hand() {
+            let entry = &mut self.entries[usize::from(slot)];
+            if entry.state == REFERENCED {
+                entry.state = LIVE;
+                self.advance_hand();
+            } else {
+                self.remove(hasher, slot);
+                self.advance_hand();
+                self.evictions += 1;
+                return;
+            }
+        }
     }
 
     /// True when a request now would see excess 0, exactly as if the client were new, so the
@@ -522,14 +549,17 @@ impl Shard {
     }
 
     /// Like nginx's opportunistic expiry before each insert: drop up to two drained entries
-    /// from the LRU tail, stopping at the first that still matters.
-    fn expire_tail(&mut self, hasher: &KeyHasher, rate: u64, now: u64) {
+    /// under the CLOCK hand (the eviction candidates), stopping at the first that still
+    /// matters. Dropping a drained entry changes no decision, referenced or not.
+    fn expire_at_hand(&mut self, hasher: &KeyHasher, rate: u64, now: u64) {
         for _ in 0..2 {
-            let tail = self.tail;
-            if tail == NIL || !self.is_drained(tail, rate, now) {
-                return;
+            match self.live_at_hand() {
+                Some(slot) if self.is_drained(slot, rate, now) => {
+                    self.remove(hasher, slot);
+                    self.advance_hand();
+                }
+                _ => return,
             }
-            self.remove(hasher, tail);
         }
     }
 
@@ -549,22 +579,22 @@ impl Shard {
 
     /// Starts tracking `key` (known absent) with excess 0 as of `now`.
     fn insert(&mut self, hasher: &KeyHasher, rate: u64, key: [u64; 2], hash: u64, now: u64) {
-        self.expire_tail(hasher, rate, now);
-        if self.len >= self.capacity && self.tail != NIL {
-            let tail = self.tail;
-            self.remove(hasher, tail);
-            self.evictions += 1;
+        self.expire_at_hand(hasher, rate, now);
+        if self.len >= self.capacity {
+            self.evict_one(hasher);
         }
+        // New clients start unreferenced: a flood of one-off clients is evicted before clients
+        // seen twice.
         let entry = Entry {
             key,
             last_ms: now,
             excess: 0,
-            prev: NIL,
-            next: NIL,
+            state: LIVE,
+            next_free: NIL,
         };
         let slot = if self.free != NIL {
             let slot = self.free;
-            self.free = self.entries[usize::from(slot)].next;
+            self.free = self.entries[usize::from(slot)].next_free;
             self.entries[usize::from(slot)] = entry;
             slot
         } else {
@@ -575,7 +605,6 @@ impl Shard {
             (self.entries.len() - 1) as u16
         };
         self.index_insert(hash, slot);
-        self.push_head(slot);
         self.len += 1;
     }
 
@@ -675,14 +704,14 @@ impl Zone {
         let mut dropped = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.0.lock();
-            let mut slot = shard.tail;
-            while slot != NIL {
-                let towards_head = shard.entries[usize::from(slot)].prev;
-                if shard.is_drained(slot, rate, now_ms) {
+            for slot in 0..shard.entries.len() {
+                let slot = slot as u16;
+                if shard.entries[usize::from(slot)].state != FREE
+                    && shard.is_drained(slot, rate, now_ms)
+                {
                     shard.remove(&self.hasher, slot);
                     dropped += 1;
                 }
-                slot = towards_head;
             }
         }
         dropped
@@ -700,7 +729,7 @@ impl Zone {
         &self.shards[index].0
     }
 
-    /// nginx `ngx_http_limit_req_lookup`: bumps the client in the LRU, rejects above the burst,
+    /// nginx `ngx_http_limit_req_lookup`: marks the client as recently seen, rejects above the burst,
     /// and when `commit` records the request. A client not tracked is accepted with excess 0
     /// and only inserted when committing.
     fn lookup(&self, key: [u64; 2], hash: u64, now: u64, commit: bool) -> Lookup {
@@ -714,7 +743,7 @@ impl Zone {
             }
             return Lookup::Accepted { excess: 0 };
         };
-        shard.move_to_head(slot);
+        shard.touch(slot);
         let entry = &mut shard.entries[usize::from(slot)];
         let ms = elapsed_ms(now, entry.last_ms);
         let excess = excess_after(u64::from(entry.excess), rate, ms);
@@ -1156,7 +1185,7 @@ mod tests {
     }
 
     #[test]
-    fn eviction_drops_the_least_recently_seen() {
+    fn eviction_drops_a_client_not_seen_recently() {
         let mut s = settings(Rate::per_second(1), 0, Delay::NoDelay);
         s.max_clients = 3;
         let z = Zone::new(s);
@@ -1176,6 +1205,35 @@ mod tests {
         assert_eq!(z.check(b, T0 + 3), Decision::Pass);
         assert_eq!(z.evictions(), 2);
         assert_eq!(z.len(), 3);
+    }
+
+    #[test]
+    fn eviction_spares_every_client_seen_since_the_last_sweep() {
+        // One shard of 1000: 1000 clients, half of them seen again, then 500 newcomers. CLOCK
+        // must evict exactly the 500 idle ones and keep every recently seen client.
+        let mut s = settings(Rate::per_second(1), 0, Delay::NoDelay);
+        s.max_clients = 1000;
+        let z = Zone::new(s);
+        assert_eq!(z.shards.len(), 1);
+        for n in 0..1000 {
+            assert_eq!(z.check(ip(n), T0), Decision::Pass);
+        }
+        for n in (0..1000).step_by(2) {
+            assert!(z.check(ip(n), T0 + 1).is_reject());
+        }
+        for n in 1000..1500 {
+            assert_eq!(z.check(ip(n), T0 + 2), Decision::Pass);
+        }
+        assert_eq!(z.evictions(), 500);
+        assert_eq!(z.len(), 1000);
+        // Every recently seen client and every newcomer is still limited.
+        for n in (0..1000).step_by(2).chain(1000..1500) {
+            assert!(z.check(ip(n), T0 + 3).is_reject(), "client {n} was evicted");
+        }
+        assert_eq!(z.evictions(), 500);
+        // The idle ones were forgotten: they pass as new clients would.
+        assert_eq!(z.check(ip(1), T0 + 3), Decision::Pass);
+        assert_eq!(z.check(ip(999), T0 + 3), Decision::Pass);
     }
 
     #[test]
@@ -1202,7 +1260,7 @@ mod tests {
     }
 
     #[test]
-    fn inserts_drop_drained_entries_from_the_lru_tail() {
+    fn inserts_drop_drained_entries_under_the_clock_hand() {
         let mut s = settings(Rate::per_second(1), 0, Delay::NoDelay);
         s.max_clients = 2;
         let z = Zone::new(s);
@@ -1301,6 +1359,7 @@ mod tests {
     #[test]
     fn entries_are_compact_and_zones_shareable() {
         assert_eq!(std::mem::size_of::<Entry>(), 32);
+        assert_eq!(std::mem::align_of::<Entry>(), 32);
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Zone>();
     }
@@ -1324,18 +1383,29 @@ mod tests {
             }
         }
         let shard = z.shards[0].0.lock();
-        let mut slot = shard.head;
         let mut walked = 0;
-        while slot != NIL {
-            let key = shard.entries[usize::from(slot)].key;
+        for (slot, entry) in shard.entries.iter().enumerate() {
+            if entry.state == FREE {
+                continue;
+            }
+            let key = entry.key;
             assert_eq!(
-                shard.find(key, z.hasher.hash(key)).map(|(_, s)| s),
+                shard
+                    .find(key, z.hasher.hash(key))
+                    .map(|(_, s)| usize::from(s)),
                 Some(slot)
             );
             walked += 1;
-            slot = shard.entries[usize::from(slot)].next;
         }
         assert_eq!(walked, shard.len);
+        let mut free = 0;
+        let mut slot = shard.free;
+        while slot != NIL {
+            assert_eq!(shard.entries[usize::from(slot)].state, FREE);
+            free += 1;
+            slot = shard.entries[usize::from(slot)].next_free;
+        }
+        assert_eq!(free + shard.len, shard.entries.len());
         assert!(shard.len <= 100);
     }
 
