@@ -187,7 +187,7 @@ impl EngineCollector {
             zone_evictions: IntCounterVec::new(
                 opts(
                     "portcullis_rate_limit_evictions_total",
-                    "Clients evicted from a full rate-limit zone (least recently seen first).",
+                    "Clients evicted from a full rate-limit zone (clients not seen recently first).",
                 ),
                 &["zone"],
             )
