@@ -21,6 +21,7 @@ use portcullis_policy::time::{Clock, SystemClock};
 use crate::metrics::Metrics;
 use crate::routes::host_without_port;
 use crate::runtime::Runtime;
+use crate::upstream::Upstream;
 
 /// What happened to a request; the `decision` label of `portcullis_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,6 +112,14 @@ pub struct RequestCtx {
     pub tries: usize,
     /// Guards held while the request is in flight (released on drop).
     pub inflight: Vec<crate::inflight::Guard>,
+}
+
+impl RequestCtx {
+    /// The upstream group of the matched route, once the request is routed.
+    pub fn group(&self) -> Option<&Upstream> {
+        let rt = self.rt.as_ref()?;
+        rt.upstreams.get(rt.settings.routes[self.route?].upstream)
+    }
 }
 
 /// The portcullis proxy: one per process, its configuration swapped on reload.
@@ -233,18 +242,17 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(rt), Some(route)) = (ctx.rt.as_ref(), ctx.route) else {
+        let Some(upstream) = ctx.group() else {
             return Err(Error::explain(ErrorType::InternalError, "no route chosen"));
         };
-        let upstream = &rt.upstreams[rt.settings.routes[route].upstream];
-        ctx.tries += 1;
         let addr = upstream
             .select(SystemClock.now_ms())
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "upstream has no servers"))?;
-        ctx.upstream = Some((addr, Instant::now()));
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.settings.connect_timeout);
         peer.options.read_timeout = Some(upstream.settings.read_timeout);
+        ctx.tries += 1;
+        ctx.upstream = Some((addr, Instant::now()));
         Ok(Box::new(peer))
     }
 
@@ -255,9 +263,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(rt), Some(route), Some((addr, _))) = (ctx.rt.as_ref(), ctx.route, ctx.upstream)
-        {
-            let upstream = &rt.upstreams[rt.settings.routes[route].upstream];
+        if let (Some(upstream), Some((addr, _))) = (ctx.group(), ctx.upstream) {
             upstream.mark_down(addr, SystemClock.now_ms());
             Metrics::get()
                 .upstream_errors
@@ -307,10 +313,9 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let (Some(rt), Some(route), Some((_, started))) =
-            (ctx.rt.as_ref(), ctx.route, ctx.upstream)
+        if let (Some(rt), Some(upstream), Some((_, started))) =
+            (ctx.rt.as_ref(), ctx.group(), ctx.upstream)
         {
-            let upstream = &rt.upstreams[rt.settings.routes[route].upstream];
             upstream.latency.observe(started.elapsed().as_secs_f64());
             crate::filters::upstream_status(
                 ctx,
@@ -352,11 +357,8 @@ impl ProxyHttp for Gateway {
         };
         if code == 502 || code == 504 {
             ctx.decision = Decision::UpstreamError;
-            if let (Some(rt), Some(route)) = (ctx.rt.as_ref(), ctx.route) {
-                let name = rt.upstreams[rt.settings.routes[route].upstream]
-                    .settings
-                    .name
-                    .as_str();
+            if let Some(upstream) = ctx.group() {
+                let name = upstream.settings.name.as_str();
                 Metrics::get()
                     .upstream_errors
                     .with_label_values(&[name, "proxy"])
