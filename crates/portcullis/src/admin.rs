@@ -19,7 +19,6 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use http::{Method, Response, StatusCode};
-use ipnet::IpNet;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use portcullis_policy::time::{Clock, SystemClock};
@@ -143,7 +142,6 @@ impl AdminApp {
                         format!("{:?} is not an IP or CIDR", req.target),
                     );
                 };
-                let net = rt.identity_net(net);
                 let duration = match req.duration.as_deref() {
                     None => std::time::Duration::from_millis(reputation.settings().bantime_ms),
                     Some(d) => match humantime::parse_duration(d) {
@@ -174,7 +172,7 @@ impl AdminApp {
                         "say which ban: DELETE /bans?target=IP-or-CIDR",
                     );
                 };
-                match reputation.unban(rt.identity_net(net), now) {
+                match reputation.unban(net, now) {
                     Some(event) => {
                         rt.filters.store.record(event.clone());
                         respond(StatusCode::OK, json!(event))
@@ -226,18 +224,4 @@ pub fn read_token(path: &std::path::Path) -> Result<String, String> {
         return Err(format!("admin token_file {} is empty", path.display()));
     }
     Ok(token)
-}
-
-/// Normalizes a network for the ban table: a single IPv6 address becomes its identity prefix.
-pub fn identity_net(prefix: u8, net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(v6) if v6.prefix_len() > prefix => IpNet::new(v6.addr().into(), prefix)
-            .map(|n| n.trunc())
-            .unwrap_or(net),
-        IpNet::V4(v4) => {
-            // IPv4-mapped IPv6 never reaches here: parse_net yields plain IPv4 for those.
-            IpNet::V4(v4)
-        }
-        other => other,
-    }
 }

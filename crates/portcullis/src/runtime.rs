@@ -42,11 +42,6 @@ impl Runtime {
         &self.requests[route.map_or(0, |r| r + 1)][decision as usize]
     }
 
-    /// `net` as the ban table keys it: a single IPv6 address widens to its identity prefix.
-    pub fn identity_net(&self, net: ipnet::IpNet) -> ipnet::IpNet {
-        crate::admin::identity_net(self.settings.client_ip_prefix(), net)
-    }
-
     /// Builds a runtime from `settings`, keeping the state of `previous` where it still applies.
     pub fn build(settings: Settings, previous: Option<&Runtime>) -> Result<Runtime, String> {
         let access_log = match previous {

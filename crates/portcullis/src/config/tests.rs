@@ -135,3 +135,15 @@ fn relative_paths_are_taken_from_the_config_directory() {
         Some(Some(PathBuf::from("/etc/portcullis/access.log")))
     );
 }
+
+#[test]
+fn reputation_keys_clients_like_client_ip() {
+    // Admin bans of one IPv6 address cover the client's identity prefix only if the engine
+    // and the resolver agree on it.
+    let s = parse(&format!(
+        "{MINIMAL}\n[client_ip]\nipv6_prefix = 48\n\n[reputation]\n"
+    ))
+    .unwrap();
+    assert_eq!(s.reputation.as_ref().unwrap().engine.ipv6_prefix, 48);
+    assert_eq!(s.client_ip_prefix(), 48);
+}

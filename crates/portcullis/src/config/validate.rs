@@ -395,7 +395,7 @@ pub(super) fn validate(
     let reputation = raw
         .reputation
         .as_ref()
-        .map(|r| reputation(&mut c, r, client_ip_prefix(&raw.client_ip)));
+        .map(|r| reputation(&mut c, r, prefix));
 
     // [inflight]
     let inflight = InflightSettings {
@@ -476,12 +476,6 @@ pub(super) fn validate(
         access_log,
         log,
     })
-}
-
-fn client_ip_prefix(raw: &RawClientIp) -> u8 {
-    raw.ipv6_prefix
-        .filter(|p| (1..=128).contains(p))
-        .map_or(64, |p| p as u8)
 }
 
 /// `[rate_limit.NAME]`.
