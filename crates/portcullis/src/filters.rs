@@ -194,18 +194,18 @@ pub async fn after_route(
             .copied()
             .partition(|&i| rt.settings.zones[i].dry_run);
         let m = &FilterMetrics::get().rate_limit;
+        let now_mono = monotonic_ms();
         let zones = |ids: &[usize]| -> SmallVec<[&Zone; 4]> {
             ids.iter().map(|&i| rt.filters.zones[i].as_ref()).collect()
         };
         if !dry.is_empty() {
-            if let Limit::Reject { zone, .. } = check_all(&zones(&dry), key, monotonic_ms()) {
+            if let Limit::Reject { zone, .. } = check_all(&zones(&dry), key, now_mono) {
                 let name = &rt.settings.zones[dry[zone]].engine.name;
                 m.with_label_values(&[name, "dry_run"]).inc();
                 tracing::info!(client = %key, zone = %name, "rate limit (dry run): would reject");
                 ctx.decision = Decision::DryRun;
             }
         }
-        let now_mono = monotonic_ms();
         match check_all(&zones(&enforced), key, now_mono) {
             Limit::Pass => {
                 for &i in &enforced {

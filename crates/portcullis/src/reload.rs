@@ -94,8 +94,9 @@ pub fn spawn_housekeeping(shared: Arc<ArcSwap<Runtime>>) -> std::io::Result<()> 
             for event in rt.filters.store.reputation.expire(now) {
                 rt.filters.store.record(event);
             }
+            let now_mono = crate::filters::monotonic_ms();
             for zone in &rt.filters.zones {
-                zone.expire_idle(crate::filters::monotonic_ms());
+                zone.expire_idle(now_mono);
             }
         })?;
     Ok(())
