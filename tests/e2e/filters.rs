@@ -267,6 +267,47 @@ async fn five_upstream_404s_and_the_sixth_request_never_reaches_the_upstream() {
     assert!(gw.log().contains("ban"), "ban is logged");
 }
 
+/// A request held by the limiter's delay when its client is banned is refused as it leaves:
+/// nothing of a client reaches the upstream once the ban is made.
+#[tokio::test]
+async fn a_request_in_flight_when_its_client_is_banned_never_reaches_the_upstream() {
+    let up = upstream().run().await;
+    let gw = gateway(&up)
+        .extra(BEHIND_PROXY)
+        .extra(JAIL)
+        .route("rate_limit = [\"smooth\"]")
+        .extra("[rate_limit.smooth]\nrate = \"1r/s\"\nburst = 5")
+        .start()
+        .await;
+    let me = "203.0.113.21";
+    assert_eq!(status_as(&gw, me, "/first").await, 200);
+    // At 1r/s the second request is held for a second (nginx's delay mode).
+    let held = tokio::spawn(get_url_as(gw.url("/held"), me));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            gw.metric(
+                "portcullis_rate_limit_decisions_total",
+                &[("decision", "delayed")],
+            )
+            .await
+                == 1.0
+        })
+        .await
+    );
+    let config = gw.config_path.to_str().unwrap().to_string();
+    let (ok, out, err) = run_cli(&["bans", "add", me, "--config", &config]);
+    assert!(ok, "{out}{err}");
+    let held = held.await.unwrap();
+    assert_eq!(held.status(), 403);
+    assert_eq!(held.text().await.unwrap(), "403 Forbidden\n");
+    assert_eq!(up.paths(), vec!["/first".to_string()]);
+    assert_eq!(
+        gw.metric_settles("portcullis_requests_total", &[("decision", "banned")], 1.0)
+            .await,
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn probe_scanner_is_banned_after_the_configured_weight() {
     let up = upstream().run().await;

@@ -92,7 +92,7 @@ pub fn monotonic_ms() -> u64 {
 }
 
 /// Body of a refusal with `status`.
-fn refusal_body(status: u16) -> &'static str {
+pub(crate) fn refusal_body(status: u16) -> &'static str {
     match status {
         403 => "403 Forbidden\n",
         404 => "404 Not Found\n",
@@ -128,6 +128,39 @@ pub fn offense(rt: &Runtime, key: IpAddr, kind: OffenseKind, now: u64) {
     }
 }
 
+/// `Banned` or `Denied` when `key` may not be served at `now`.
+pub fn banned_now(rt: &Runtime, key: IpAddr, now: u64) -> Option<Decision> {
+    match rt.filters.store.reputation.check(key, now) {
+        Verdict::Allow => None,
+        Verdict::Banned { .. } => Some(Decision::Banned),
+        Verdict::Denied => Some(Decision::Denied),
+    }
+}
+
+/// How banned and denied clients are answered.
+fn ban_action(rt: &Runtime) -> Refusal {
+    rt.settings
+        .reputation
+        .as_ref()
+        .map_or(Refusal::Status(403), |r| r.ban_action)
+}
+
+/// The ban refusal as an error, for phases that can no longer write a response themselves
+/// (`fail_to_proxy` answers with the status, or closes the connection for `drop`).
+pub fn refusal_error(ctx: &mut RequestCtx) -> Box<Error> {
+    let action = ctx.rt.as_deref().map_or(Refusal::Status(403), ban_action);
+    match action {
+        Refusal::Drop => match Gateway::drop_connection(ctx) {
+            Err(e) => e,
+            Ok(_) => Error::explain(ErrorType::ConnectionClosed, "closed by policy"),
+        },
+        Refusal::Status(s) => Error::explain(
+            ErrorType::HTTPStatus(s),
+            "client banned while its request was in flight",
+        ),
+    }
+}
+
 /// Ban check and probe match: before routing, so refused requests cost the least.
 pub async fn before_route(
     gw: &Gateway,
@@ -137,21 +170,9 @@ pub async fn before_route(
     key: IpAddr,
     now: u64,
 ) -> Result<Option<bool>> {
-    let ban_action = rt
-        .settings
-        .reputation
-        .as_ref()
-        .map_or(Refusal::Status(403), |r| r.ban_action);
-    match rt.filters.store.reputation.check(key, now) {
-        Verdict::Allow => {}
-        Verdict::Banned { .. } => {
-            ctx.decision = Decision::Banned;
-            return refuse(gw, session, ctx, ban_action).await;
-        }
-        Verdict::Denied => {
-            ctx.decision = Decision::Denied;
-            return refuse(gw, session, ctx, ban_action).await;
-        }
+    if let Some(decision) = banned_now(rt, key, now) {
+        ctx.decision = decision;
+        return refuse(gw, session, ctx, ban_action(rt)).await;
     }
 
     if let Some(probes) = &rt.settings.probes {

@@ -282,6 +282,17 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        // The last moment before the request leaves: a client banned while this request was
+        // delayed or waiting (often by its own concurrent requests' 404s) is refused here, so no
+        // request reaches the upstream after its client's ban.
+        let banned = match (ctx.rt.as_ref(), ctx.key) {
+            (Some(rt), Some(key)) => crate::filters::banned_now(rt, key, SystemClock.now_ms()),
+            _ => None,
+        };
+        if let Some(decision) = banned {
+            ctx.decision = decision;
+            return Err(crate::filters::refusal_error(ctx));
+        }
         // As nginx's proxy_params: Host kept as sent, X-Real-IP the client, X-Forwarded-For
         // with the TCP peer appended, X-Forwarded-Proto the scheme the client used.
         if let Some(client) = ctx.client {
@@ -376,6 +387,7 @@ impl ProxyHttp for Gateway {
                 502 => "502 Bad Gateway: the upstream is unavailable\n",
                 504 => "504 Gateway Timeout: the upstream did not answer in time\n",
                 400 => "400 Bad Request\n",
+                403 | 404 | 429 | 503 => crate::filters::refusal_body(code),
                 _ => "error\n",
             };
             if let Err(err) = session
