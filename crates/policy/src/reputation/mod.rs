@@ -56,13 +56,16 @@
 //! writer thread owning a [`crate::persist::Journal`]. No file I/O happens here.
 
 mod netset;
+mod table;
 
 use ipnet::IpNet;
 use netset::NetSet;
 use parking_lot::RwLock;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+
+use smallvec::SmallVec;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -426,11 +429,15 @@ pub struct RestoreReport {
     pub histories_dropped: usize,
 }
 
+/// Offenses kept inline in an [`Offender`]: most clients of a scan offend once or twice, and
+/// a heap window per client would cost more than the rest of its entry (1 M offenders).
+const INLINE_OFFENSES: usize = 1;
+
 /// One tracked client.
 #[derive(Debug, Clone, Default)]
 struct Offender {
     /// Recent offenses, oldest first; at most `window_capacity` entries.
-    window: VecDeque<OffenseRecord>,
+    window: SmallVec<[OffenseRecord; INLINE_OFFENSES]>,
     ban_count: u32,
     last_ban_end_ms: u64,
     last_seen_ms: u64,
@@ -444,13 +451,12 @@ struct Offender {
 impl Offender {
     /// Drops offenses that left the window and returns the remaining score.
     fn prune(&mut self, now_ms: u64, findtime_ms: u64) -> u32 {
-        while self
+        let expired = self
             .window
-            .front()
-            .is_some_and(|o| o.at_ms.saturating_add(findtime_ms) <= now_ms)
-        {
-            self.window.pop_front();
-        }
+            .iter()
+            .take_while(|o| o.at_ms.saturating_add(findtime_ms) <= now_ms)
+            .count();
+        self.window.drain(..expired);
         self.score()
     }
 
@@ -469,21 +475,13 @@ impl Offender {
     }
 
     fn push(&mut self, offense: OffenseRecord, capacity: usize) {
-        while self.window.len() >= capacity.max(1) {
+        while self.window.len() >= capacity.max(1) && self.window.len() >= 2 {
             // Merge the two oldest entries (keeping the newer time) instead of dropping one:
             // a forgotten weight could let a client stay under the threshold forever.
-            match (self.window.pop_front(), self.window.front_mut()) {
-                (Some(oldest), Some(next)) => {
-                    next.weight = next.weight.saturating_add(oldest.weight)
-                }
-                (Some(oldest), None) => {
-                    self.window.push_front(oldest);
-                    break;
-                }
-                _ => break,
-            }
+            let oldest = self.window.remove(0);
+            self.window[0].weight = self.window[0].weight.saturating_add(oldest.weight);
         }
-        self.window.push_back(offense);
+        self.window.push(offense);
     }
 
     /// True when nothing about this offender is worth remembering any more. Reads only
@@ -556,7 +554,7 @@ impl BanEntry {
 /// Offenders and exact bans whose keys hash to one shard.
 #[derive(Debug, Default)]
 struct Shard {
-    offenders: HashMap<IpAddr, Offender>,
+    offenders: table::Table<Offender>,
     bans: HashMap<IpAddr, BanEntry>,
     /// This shard's copy of the network lists, so a request takes one (sharded) lock only:
     /// a global lock would bounce its cache line between cores on every request.
@@ -766,7 +764,7 @@ impl Reputation {
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let offender = shard.offenders.entry(client).or_default();
+        let offender = shard.offenders.get_or_default(client);
         offender.prune(now_ms, settings.findtime_ms);
         let capacity = (settings.maxretry as usize).clamp(1, MAX_WINDOW_ENTRIES);
         offender.push(
@@ -791,7 +789,7 @@ impl Reputation {
             return None;
         }
         let seq = self.next_seq();
-        let offender = shard.offenders.entry(client).or_default();
+        let offender = shard.offenders.get_or_default(client);
         offender.ban_count = ban_count;
         offender.last_ban_end_ms = until_ms;
         offender.window.clear();
@@ -1098,7 +1096,7 @@ impl Reputation {
                     })
                     .map(|(ip, o)| StoredHistory {
                         seq: o.seq,
-                        client: *ip,
+                        client: ip,
                         ban_count: o.ban_count,
                         last_ban_end_ms: o.last_ban_end_ms,
                     }),
@@ -1139,7 +1137,7 @@ impl Reputation {
                 report.histories_dropped += 1;
                 continue;
             }
-            let offender = shard.offenders.entry(h.client).or_default();
+            let offender = shard.offenders.get_or_default(h.client);
             if offender.seq <= h.seq {
                 offender.seq = h.seq;
                 offender.ban_count = h.ban_count;
@@ -1316,7 +1314,7 @@ impl Reputation {
                 let mut candidates: Vec<((u64, u64), IpAddr)> = offenders
                     .iter()
                     .filter(|(ip, _)| !banned(ip))
-                    .map(|(ip, o)| (o.harm(now_ms, settings), *ip))
+                    .map(|(ip, o)| (o.harm(now_ms, settings), ip))
                     .collect();
                 if candidates.is_empty() {
                     return false;
@@ -1369,6 +1367,17 @@ pub fn ban_duration(settings: &ReputationSettings, ban_count: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 1 M offenders must fit the 200 MB budget: an entry is 16 key bytes plus this record in
+    /// the slab, and 20 bytes in the index (docs/performance.md).
+    #[test]
+    fn an_offender_record_stays_within_64_bytes() {
+        assert!(
+            std::mem::size_of::<Offender>() <= 64,
+            "{}",
+            std::mem::size_of::<Offender>()
+        );
+    }
 
     #[test]
     fn escalation_follows_factor_powers_and_caps() {
