@@ -1,13 +1,20 @@
-//! The offender table of one shard: a dense slab of entries plus a small hash index into it.
+//! The offender table of one shard: a dense slab of entries plus a hash index of slot numbers.
 //!
 //! A `HashMap<IpAddr, Offender>` runs between 44 % and 87 % full, so its 104-byte entries
-//! cost up to 2.3 times their size (1 M offenders took 245 MB that way). Here only the
-//! 20-byte index entries pay for the load factor; the slab grows by a quarter at a time and
-//! gives memory back when it empties. Keys are stored as 16 bytes (IPv4 as v4-mapped IPv6):
-//! an `IpAddr` is 17 bytes and pads to 24 next to an 8-aligned value.
+//! cost up to 2.3 times their size (1 M offenders took 326 MiB that way). Here the index holds
+//! only 4-byte slot numbers (a `hashbrown::HashTable` that hashes the key in the slab), so only
+//! those pay for the load factor; the slab grows by a quarter at a time and gives memory back
+//! when it empties. Keys are stored as 16 bytes (IPv4 as v4-mapped IPv6): an `IpAddr` is 17
+//! bytes and pads to 24 next to an 8-aligned value. Hashing is std's keyed SipHash, as in
+//! `HashMap`: the keys are chosen by whoever sends requests.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
+
+use hashbrown::HashTable;
+
+/// Slab growth step, at least: small tables should not reallocate on every insert.
+const MIN_GROWTH: usize = 64;
 
 /// A client key in 16 bytes.
 type Key = [u8; 16];
@@ -25,21 +32,21 @@ fn ip(key: &Key) -> IpAddr {
     Ipv6Addr::from(*key).to_canonical()
 }
 
-/// Slab growth step, at least: small tables should not reallocate on every insert.
-const MIN_GROWTH: usize = 64;
-
 /// Offender records keyed by client, with `HashMap`-like access.
 #[derive(Debug)]
 pub(super) struct Table<V> {
-    index: HashMap<Key, u32>,
+    /// Slot numbers into `slab`, found by the hash of the slot's key.
+    index: HashTable<u32>,
     slab: Vec<(Key, V)>,
+    hasher: RandomState,
 }
 
 impl<V> Default for Table<V> {
     fn default() -> Self {
         Self {
-            index: HashMap::new(),
+            index: HashTable::new(),
             slab: Vec::new(),
+            hasher: RandomState::new(),
         }
     }
 }
@@ -50,28 +57,36 @@ impl<V: Default> Table<V> {
         self.slab.len()
     }
 
-    /// True when `key` has an entry.
+    /// The slot holding `key`.
+    fn slot(&self, key: &Key) -> Option<usize> {
+        let slab = &self.slab;
+        self.index
+            .find(self.hasher.hash_one(key), |&s| slab[s as usize].0 == *key)
+            .map(|&s| s as usize)
+    }
+
+    /// True when `client` has an entry.
     pub fn contains_key(&self, client: &IpAddr) -> bool {
-        self.index.contains_key(&key(client))
+        self.slot(&key(client)).is_some()
     }
 
-    /// The entry of `key`.
+    /// The entry of `client`.
     pub fn get(&self, client: &IpAddr) -> Option<&V> {
-        let &slot = self.index.get(&key(client))?;
-        self.slab.get(slot as usize).map(|(_, v)| v)
+        let slot = self.slot(&key(client))?;
+        Some(&self.slab[slot].1)
     }
 
-    /// The entry of `key`, mutably.
+    /// The entry of `client`, mutably.
     pub fn get_mut(&mut self, client: &IpAddr) -> Option<&mut V> {
-        let &slot = self.index.get(&key(client))?;
-        self.slab.get_mut(slot as usize).map(|(_, v)| v)
+        let slot = self.slot(&key(client))?;
+        Some(&mut self.slab[slot].1)
     }
 
-    /// The entry of `key`, created with `V::default()` when absent.
+    /// The entry of `client`, created with `V::default()` when absent.
     pub fn get_or_default(&mut self, client: IpAddr) -> &mut V {
         let key = key(&client);
-        let slot = match self.index.get(&key) {
-            Some(&slot) => slot as usize,
+        let slot = match self.slot(&key) {
+            Some(slot) => slot,
             None => {
                 if self.slab.len() == self.slab.capacity() {
                     // A quarter at a time: amortized O(1), at most 25 % spare.
@@ -80,20 +95,47 @@ impl<V: Default> Table<V> {
                 }
                 let slot = self.slab.len();
                 self.slab.push((key, V::default()));
-                self.index.insert(key, slot as u32);
+                let Table {
+                    index,
+                    slab,
+                    hasher,
+                } = self;
+                index.insert_unique(hasher.hash_one(key), slot as u32, |&s| {
+                    hasher.hash_one(slab[s as usize].0)
+                });
                 slot
             }
         };
         &mut self.slab[slot].1
     }
 
-    /// Removes the entry of `key`.
-    pub fn remove(&mut self, client: &IpAddr) -> Option<V> {
-        let slot = self.index.remove(&key(client))? as usize;
-        let (_, value) = self.slab.swap_remove(slot);
-        if let Some((moved, _)) = self.slab.get(slot) {
-            self.index.insert(*moved, slot as u32);
+    /// Removes the entry in `slot`, moving the last entry into it.
+    fn remove_slot(&mut self, slot: usize) -> V {
+        let Table {
+            index,
+            slab,
+            hasher,
+        } = self;
+        if let Ok(entry) = index.find_entry(hasher.hash_one(slab[slot].0), |&s| s as usize == slot)
+        {
+            entry.remove();
         }
+        let last = slab.len() - 1;
+        let (_, value) = slab.swap_remove(slot);
+        if slot != last {
+            // The former last entry now lives in `slot`: point its index entry there.
+            if let Some(s) = index.find_mut(hasher.hash_one(slab[slot].0), |&s| s as usize == last)
+            {
+                *s = slot as u32;
+            }
+        }
+        value
+    }
+
+    /// Removes the entry of `client`.
+    pub fn remove(&mut self, client: &IpAddr) -> Option<V> {
+        let slot = self.slot(&key(client))?;
+        let value = self.remove_slot(slot);
         self.shrink();
         Some(value)
     }
@@ -105,13 +147,9 @@ impl<V: Default> Table<V> {
             let (key, value) = &mut self.slab[slot];
             if keep(&ip(key), value) {
                 slot += 1;
-                continue;
-            }
-            let key = *key;
-            self.index.remove(&key);
-            self.slab.swap_remove(slot);
-            if let Some((moved, _)) = self.slab.get(slot) {
-                self.index.insert(*moved, slot as u32);
+            } else {
+                // The last entry moves into `slot`; look at it next.
+                self.remove_slot(slot);
             }
         }
         self.shrink();
@@ -129,7 +167,12 @@ impl<V: Default> Table<V> {
             self.slab.shrink_to(len + len / 4);
         }
         if self.index.capacity() > 4 * len + MIN_GROWTH {
-            self.index.shrink_to(len + len / 4);
+            let Table {
+                index,
+                slab,
+                hasher,
+            } = self;
+            index.shrink_to(len + len / 4, |&s| hasher.hash_one(slab[s as usize].0));
         }
     }
 }
