@@ -3,12 +3,13 @@
 //!
 //! Request handling never waits on the disk: lines go through a bounded channel to a writer
 //! thread, and when the writer falls behind, lines are dropped and counted rather than
-//! slowing the proxy down.
+//! slowing the proxy down. Every reload (SIGHUP, `POST /reload`) reopens a log file, so
+//! logrotate can move it away and signal, as with nginx.
 
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,8 @@ const QUEUE: usize = 16 * 1024;
 pub struct AccessLog {
     sender: Option<SyncSender<String>>,
     format: Arc<AtomicU8>,
+    /// Set on reload; the writer reopens its file before the next line.
+    reopen: Arc<AtomicBool>,
 }
 
 fn dropped_lines() -> &'static IntCounter {
@@ -43,34 +46,38 @@ impl AccessLog {
     /// Opens the log described by `settings` (starting its writer thread), or a disabled one.
     pub fn open(settings: &AccessLogSettings) -> Result<AccessLog, String> {
         let format = Arc::new(AtomicU8::new(settings.format as u8));
+        let reopen = Arc::new(AtomicBool::new(false));
         let Some(target) = &settings.target else {
             return Ok(AccessLog {
                 sender: None,
                 format,
+                reopen,
             });
         };
-        let out: Box<dyn Write + Send> = match target {
-            None => Box::new(std::io::stdout()),
-            Some(path) => Box::new(open_append(path)?),
-        };
+        let out = Output::open(target.clone())?;
         let (tx, rx) = sync_channel(QUEUE);
+        let flag = reopen.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, out))
+            .spawn(move || write_lines(rx, out, &flag))
             .map_err(|e| format!("cannot start the access log writer: {e}"))?;
         dropped_lines();
         Ok(AccessLog {
             sender: Some(tx),
             format,
+            reopen,
         })
     }
 
-    /// The same log with another line format (used on reload).
-    pub fn with_format(&self, format: AccessLogFormat) -> Arc<AccessLog> {
+    /// The same log for a reloaded configuration: the new line format, and the file reopened
+    /// (after logrotate moved it away, the new lines go to a new file at the same path).
+    pub fn reloaded(&self, format: AccessLogFormat) -> Arc<AccessLog> {
         self.format.store(format as u8, Ordering::Relaxed);
+        self.reopen.store(true, Ordering::Relaxed);
         Arc::new(AccessLog {
             sender: self.sender.clone(),
             format: self.format.clone(),
+            reopen: self.reopen.clone(),
         })
     }
 
@@ -101,10 +108,49 @@ fn open_append(path: &PathBuf) -> Result<std::fs::File, String> {
         .map_err(|e| format!("cannot open access log {}: {e}", path.display()))
 }
 
-fn write_lines(rx: Receiver<String>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::new(out);
+/// Where the writer thread puts lines.
+struct Output {
+    /// The file's path; `None` for stdout.
+    path: Option<PathBuf>,
+    out: std::io::BufWriter<Box<dyn Write + Send>>,
+}
+
+impl Output {
+    fn open(path: Option<PathBuf>) -> Result<Output, String> {
+        let out: Box<dyn Write + Send> = match &path {
+            None => Box::new(std::io::stdout()),
+            Some(path) => Box::new(open_append(path)?),
+        };
+        Ok(Output {
+            path,
+            out: std::io::BufWriter::new(out),
+        })
+    }
+
+    /// Flushes and reopens the file. On failure the old file stays in use: a log line in the
+    /// moved file is better than none.
+    fn reopen(&mut self) {
+        let _ = self.out.flush();
+        let Some(path) = &self.path else {
+            return;
+        };
+        match open_append(path) {
+            Ok(file) => self.out = std::io::BufWriter::new(Box::new(file)),
+            Err(e) => {
+                tracing::warn!(error = %e, "access log not reopened; still writing to the old file")
+            }
+        }
+    }
+}
+
+fn write_lines(rx: Receiver<String>, mut output: Output, reopen: &AtomicBool) {
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
+        let received = rx.recv_timeout(Duration::from_millis(200));
+        if reopen.swap(false, Ordering::Relaxed) {
+            output.reopen();
+        }
+        let out = &mut output.out;
+        match received {
             Ok(line) => {
                 let _ = out.write_all(line.as_bytes());
                 // Keep writing while lines are queued; flush when the queue is idle.

@@ -46,7 +46,7 @@ impl Runtime {
     pub fn build(settings: Settings, previous: Option<&Runtime>) -> Result<Runtime, String> {
         let access_log = match previous {
             Some(prev) if prev.settings.access_log.target == settings.access_log.target => {
-                prev.access_log.with_format(settings.access_log.format)
+                prev.access_log.reloaded(settings.access_log.format)
             }
             _ => Arc::new(AccessLog::open(&settings.access_log)?),
         };
