@@ -83,7 +83,7 @@ def throughput(d):
             per[t].append(w)
             print(f"| {rd} | {t} | {fmt(w['rps'])} | {fmt(w['p50'], 3)} | {fmt(w['p99'], 3)} | {w['non2xx']} | {w['errors']} | "
                   f"{fmt(cpu, 2) if t != 'direct' else '—'} | {fmt(per100k, 3) if t != 'direct' else '—'} |")
-        if "nginx" in row and "portcullis" in row and row["nginx"]["rps"] and row["nginx"]["p99"]:
+        if "nginx" in row and "portcullis" in row and row["nginx"]["rps"] and row["nginx"]["p99"] and row["nginx"]["p50"]:
             ratios.append((rd, row["portcullis"]["rps"] / row["nginx"]["rps"], row["portcullis"]["p99"] / row["nginx"]["p99"],
                            row["portcullis"]["p50"] / row["nginx"]["p50"]))
     print()
@@ -122,7 +122,9 @@ def cpu(d):
         n = statistics.median(x for x in per["nginx"] if x is not None)
         pc = statistics.median(x for x in per["portcullis"] if x is not None)
         print()
-        print(f"Median CPU seconds per 100k requests: nginx {n:.3f}, portcullis {pc:.3f} (portcullis/nginx = {pc / n:.2f}×).")
+        # A run too short for the clock-tick resolution of /proc (10 ms) can read 0 CPU seconds.
+        ratio = f"{pc / n:.2f}×" if n else "— (nginx used less than one clock tick)"
+        print(f"Median CPU seconds per 100k requests: nginx {n:.3f}, portcullis {pc:.3f} (portcullis/nginx = {ratio}).")
 
 
 def legit_stats(path):

@@ -6,3 +6,5 @@ mod filters;
 mod nginx_diff;
 mod operations;
 mod proxy;
+
+mod bench_smoke;
