@@ -171,6 +171,7 @@ def attack(d):
     print("| proxy | flood requests | flood req/s | answers by status | flood requests reaching the upstream | "
           "of which after the client's ban (+0 ms / +10 ms / +1 s) | banned clients | gateway CPU s | CPU s / 100k flood req | peak RSS (MiB) |")
     print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|")
+    notes = []
     for p in proxies:
         start, end = (float(x) for x in open(os.path.join(d, f"attack-{p}.window")).read().split())
         w = parse_wrk(os.path.join(d, f"attack-{p}-flood.wrk"))
@@ -192,8 +193,13 @@ def attack(d):
               f"{fmt(rss / 1024 if rss else None, 1)} |")
         if bans and after[0]:
             late = sorted((e[0] - bans[e[1]], e[1], e[3]) for e in flood if e[1] in bans and e[0] > bans[e[1]])
-            print(f"<!-- {p}: upstream log time minus ban time for late requests (ms): "
-                  f"{', '.join(f'{x[0]:.0f}' for x in late[:20])} -->")
+            notes.append(f"{p}: upstream log time minus ban time for the requests logged after their client's ban (ms): "
+                         f"{', '.join(f'{x[0]:.0f}' for x in late[:20])}")
+    # After the table: a line inside it would end the table in Markdown.
+    if notes:
+        print()
+        for n in notes:
+            print(f"- {n}")
 
 
 if __name__ == "__main__":
