@@ -63,9 +63,8 @@ use netset::NetSet;
 use parking_lot::RwLock;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-
 use smallvec::SmallVec;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -1369,7 +1368,7 @@ mod tests {
     use super::*;
 
     /// 1 M offenders must fit the 200 MB budget: an entry is 16 key bytes plus this record in
-    /// the slab, and 20 bytes in the index (docs/performance.md).
+    /// the slab, and a 4-byte slot number in the index (docs/performance.md).
     #[test]
     fn an_offender_record_stays_within_64_bytes() {
         assert!(
