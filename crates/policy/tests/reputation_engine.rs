@@ -1,22 +1,13 @@
 //! Behaviour of the reputation engine: windows, weights, escalation, lists, capacity.
 
-use ipnet::IpNet;
 use portcullis_policy::reputation::{
     ban_duration, BanError, BanOrigin, Event, Increment, OffenseKind, Reputation,
     ReputationSettings, UnbanCause, Verdict,
 };
 use std::net::IpAddr;
 
-const MIN: u64 = 60_000;
-const T0: u64 = 1_700_000_000_000;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
+mod common;
+use common::{ip, net, MIN, T0};
 
 /// fail2ban-like jail: maxretry 5, findtime 10m, bantime 10m, no escalation.
 fn settings() -> ReputationSettings {

@@ -1,25 +1,15 @@
 //! Persistence of bans and offender histories: journal, snapshot, corruption handling.
 
-use ipnet::IpNet;
 use portcullis_policy::persist::{self, Journal, SyncPolicy, JOURNAL_FILE, SNAPSHOT_FILE};
 use portcullis_policy::reputation::{
     Event, Increment, OffenseKind, Reputation, ReputationSettings, Verdict,
 };
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::Path;
 
-const MIN: u64 = 60_000;
-const T0: u64 = 1_700_000_000_000;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
+mod common;
+use common::{ip, net, MIN, T0};
 
 fn settings() -> ReputationSettings {
     ReputationSettings {
