@@ -134,6 +134,16 @@ impl ClientIdentity {
     }
 }
 
+/// The address as one 128-bit number, IPv4 in the IPv4-mapped IPv6 space: a single key type
+/// for tables of both families. IPv6 clients never occupy that space once mapped addresses
+/// are folded to IPv4, and [`fold_mapped`] of the IPv6 address turns it back.
+pub(crate) fn mapped_bits(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().into(),
+        IpAddr::V6(v6) => v6.into(),
+    }
+}
+
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) as plain IPv4; anything else unchanged.
 pub fn fold_mapped(addr: IpAddr) -> IpAddr {
     match addr {

@@ -314,13 +314,9 @@ fn retry_after(stored: u64, last: u64, now: u64, rate: u64, burst_milli: u64) ->
         .max(1)
 }
 
-/// The client address as one 128-bit key; IPv4 uses the IPv4-mapped IPv6 space, which IPv6
-/// clients never occupy once the caller has folded mapped addresses to IPv4.
+/// The client address as one 128-bit key (see [`crate::client::mapped_bits`]).
 fn client_key(client: IpAddr) -> [u64; 2] {
-    let bits: u128 = match client {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().into(),
-        IpAddr::V6(v6) => v6.into(),
-    };
+    let bits = crate::client::mapped_bits(client);
     [bits as u64, (bits >> 64) as u64]
 }
 

@@ -13,6 +13,8 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use hashbrown::HashTable;
 
+use crate::client::{fold_mapped, mapped_bits};
+
 /// Slab growth step, at least: small tables should not reallocate on every insert.
 const MIN_GROWTH: usize = 64;
 
@@ -20,16 +22,13 @@ const MIN_GROWTH: usize = 64;
 type Key = [u8; 16];
 
 fn key(ip: &IpAddr) -> Key {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
+    mapped_bits(*ip).to_be_bytes()
 }
 
 /// The inverse of [`key`]. Client keys never are v4-mapped IPv6 (client identity folds them to
 /// IPv4), so mapping those back to IPv4 is lossless.
 fn ip(key: &Key) -> IpAddr {
-    Ipv6Addr::from(*key).to_canonical()
+    fold_mapped(IpAddr::V6(Ipv6Addr::from(*key)))
 }
 
 /// Offender records keyed by client, with `HashMap`-like access.
