@@ -32,6 +32,11 @@ fn bench(mode: &str, base: &str, env: &[(&str, &str)]) -> String {
     stdout
 }
 
+/// The cells of a Markdown table row.
+fn cells(line: &str) -> Vec<&str> {
+    line.trim_matches('|').split('|').map(str::trim).collect()
+}
+
 /// The cells of the first table row starting with `| first |`.
 fn row<'a>(report: &'a str, first: &str) -> Vec<&'a str> {
     let prefix = format!("| {first} |");
@@ -39,7 +44,7 @@ fn row<'a>(report: &'a str, first: &str) -> Vec<&'a str> {
         .lines()
         .find(|l| l.starts_with(&prefix))
         .unwrap_or_else(|| panic!("no row {prefix} in:\n{report}"));
-    line.trim_matches('|').split('|').map(str::trim).collect()
+    cells(line)
 }
 
 fn number(cell: &str) -> f64 {
@@ -76,9 +81,9 @@ fn bench_run_measures_every_part() {
         .lines()
         .rfind(|l| l.starts_with("| portcullis |"))
         .expect("attack row");
-    let cells: Vec<&str> = attack.trim_matches('|').split('|').map(str::trim).collect();
-    assert!(number(cells[1]) > 0.0, "flood requests: {attack}");
-    assert!(number(cells[6]) > 0.0, "no client banned: {attack}");
+    let flood = cells(attack);
+    assert!(number(flood[1]) > 0.0, "flood requests: {attack}");
+    assert!(number(flood[6]) > 0.0, "no client banned: {attack}");
 }
 
 #[test]
@@ -90,14 +95,12 @@ fn bench_run_memory_tracks_every_client() {
         &[("MEM_CLIENTS", "2000"), ("MEM_SECONDS", "3")],
     );
     // | tracked in the zone | tracked as offenders | RSS idle | RSS after | peak | per client | requests |
-    let cells: Vec<&str> = report
-        .lines()
-        .find(|l| l.starts_with("| ") && l.split('|').count() == 9 && !l.contains("tracked"))
-        .expect("memory row")
-        .trim_matches('|')
-        .split('|')
-        .map(str::trim)
-        .collect();
-    assert_eq!(number(cells[1]), 2000.0, "{report}");
-    assert!(number(cells[3]) > 0.0, "{report}");
+    let memory = cells(
+        report
+            .lines()
+            .find(|l| l.starts_with("| ") && l.split('|').count() == 9 && !l.contains("tracked"))
+            .expect("memory row"),
+    );
+    assert_eq!(number(memory[1]), 2000.0, "{report}");
+    assert!(number(memory[3]) > 0.0, "{report}");
 }
