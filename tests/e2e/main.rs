@@ -3,6 +3,7 @@
 mod support;
 
 mod filters;
+mod http;
 mod nginx_diff;
 mod operations;
 mod proxy;

@@ -115,6 +115,12 @@ async fn upstream_down_gives_502_and_the_gateway_keeps_serving() {
             .await,
         3.0
     );
+    // Counted once, as what it was: a failure to connect, not a failure mid-request.
+    let errors = "portcullis_upstream_errors_total";
+    let connect = gw.metric(errors, &[("upstream", "api"), ("kind", "connect")]);
+    assert!(connect.await >= 1.0);
+    let proxy = gw.metric(errors, &[("upstream", "api"), ("kind", "proxy")]);
+    assert_eq!(proxy.await, 0.0);
     assert!(!gw.log().contains("panicked"), "{}", gw.log());
 }
 

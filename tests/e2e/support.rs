@@ -196,6 +196,7 @@ pub struct GatewayBuilder {
     upstreams: Vec<SocketAddr>,
     extra: String,
     route_extra: String,
+    upstream_extra: String,
     server_extra: String,
     admin_extra: String,
     dir: Option<Arc<tempfile::TempDir>>,
@@ -204,10 +205,16 @@ pub struct GatewayBuilder {
 }
 
 pub fn gateway(up: &Upstream) -> GatewayBuilder {
+    gateway_to(up.addr)
+}
+
+/// A gateway in front of any upstream server listening at `addr`.
+pub fn gateway_to(addr: SocketAddr) -> GatewayBuilder {
     GatewayBuilder {
-        upstreams: vec![up.addr],
+        upstreams: vec![addr],
         extra: String::new(),
         route_extra: String::new(),
+        upstream_extra: String::new(),
         server_extra: String::new(),
         admin_extra: String::new(),
         dir: None,
@@ -237,6 +244,12 @@ impl GatewayBuilder {
     pub fn route(mut self, toml: &str) -> Self {
         self.route_extra.push_str(toml);
         self.route_extra.push('\n');
+        self
+    }
+    /// Keys added to the built-in `[[upstream]]`.
+    pub fn upstream(mut self, toml: &str) -> Self {
+        self.upstream_extra.push_str(toml);
+        self.upstream_extra.push('\n');
         self
     }
     /// Keys added to `[server]`.
@@ -278,9 +291,8 @@ listen = "127.0.0.1:{admin_port}"
 [[upstream]]
 name = "api"
 servers = [{servers}]
-connect_timeout = "1s"
 down_for = "30s"
-
+{upstream_extra}
 [[route]]
 path = "{root_path}"
 upstream = "api"
@@ -294,6 +306,12 @@ level = "info"
             server_extra = self.server_extra,
             admin_extra = self.admin_extra,
             route_extra = self.route_extra,
+            // Short, so tests with a dead server finish fast, unless the test sets its own.
+            upstream_extra = if self.upstream_extra.contains("connect_timeout") {
+                self.upstream_extra.clone()
+            } else {
+                format!("connect_timeout = \"1s\"\n{}", self.upstream_extra)
+            },
             extra = self.extra,
             root_path = self.root_path,
         );

@@ -358,7 +358,13 @@ impl ProxyHttp for Gateway {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
-                ErrorSource::Upstream => 502,
+                // As nginx: an upstream slower than its timeouts is a 504, any other failure 502.
+                ErrorSource::Upstream => match e.etype() {
+                    ErrorType::ConnectTimedout
+                    | ErrorType::ReadTimedout
+                    | ErrorType::WriteTimedout => 504,
+                    _ => 502,
+                },
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                     _ => 400,
@@ -368,7 +374,21 @@ impl ProxyHttp for Gateway {
         };
         if code == 502 || code == 504 {
             ctx.decision = Decision::UpstreamError;
-            if let Some(upstream) = ctx.group() {
+            // Connect failures were counted (and logged) as `connect` by fail_to_connect.
+            let connect_failed = matches!(
+                e.etype(),
+                ErrorType::ConnectTimedout
+                    | ErrorType::ConnectRefused
+                    | ErrorType::ConnectNoRoute
+                    | ErrorType::ConnectError
+                    | ErrorType::TLSHandshakeFailure
+                    | ErrorType::TLSHandshakeTimedout
+                    | ErrorType::InvalidCert
+                    | ErrorType::HandshakeError
+                    | ErrorType::BindError
+                    | ErrorType::SocketError
+            );
+            if let (Some(upstream), false) = (ctx.group(), connect_failed) {
                 let name = upstream.settings.name.as_str();
                 Metrics::get()
                     .upstream_errors

@@ -1,0 +1,331 @@
+//! HTTP semantics an API behind the gateway relies on: request bodies (sized, chunked,
+//! `Expect: 100-continue`), large and streamed responses, HEAD, WebSocket upgrades, upstream
+//! timeouts, and an upstream that closes kept-alive connections.
+//!
+//! The upstream here is hyper's HTTP/1.1 server, so body framing is checked by a real parser.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use crate::support::*;
+
+/// Size of the `/big` response.
+const BIG: usize = 4 << 20;
+
+/// Byte `i` of the `/big` response: a pattern that shows a dropped or repeated chunk.
+fn big_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// Starts hyper on loopback with routes:
+/// `/echo` (the request body back), `/big` (4 MiB, sized), `/stream` (chunked, 64 frames),
+/// `/slow` (answers after 3 s), `/ws` (101, then echoes raw bytes), anything else "ok".
+async fn http_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(route);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+async fn route(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let resp = match req.uri().path() {
+        "/echo" => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return Ok(Response::builder().status(400).body(full("")).unwrap()),
+            };
+            Response::new(full(body))
+        }
+        "/big" => Response::new(full((0..BIG).map(big_byte).collect::<Vec<u8>>())),
+        "/stream" => {
+            let frames = (0..64).map(|i| Ok(Frame::data(Bytes::from(format!("frame {i};")))));
+            Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Response::new(full("late"))
+        }
+        "/ws" => {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+                .body(full(""))
+                .unwrap()
+        }
+        _ => Response::new(full("ok")),
+    };
+    Ok(resp)
+}
+
+/// Reads from `stream` until `buf` contains `needle` (bounded: 5 s); returns everything read.
+async fn read_until(stream: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> String {
+    let found = |b: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+    let wait = async {
+        let mut chunk = [0u8; 4096];
+        while !found(buf) {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "connection closed; got {:?}",
+                String::from_utf8_lossy(buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let done = timeout(Duration::from_secs(5), wait).await;
+    let text = String::from_utf8_lossy(buf).into_owned();
+    assert!(
+        done.is_ok(),
+        "no {:?} within 5 s; got {text:?}",
+        String::from_utf8_lossy(needle)
+    );
+    text
+}
+
+#[tokio::test]
+async fn request_bodies_reach_the_upstream_intact() {
+    let gw = gateway_to(http_upstream().await).start().await;
+
+    // A sized body larger than any single read buffer.
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 97) as u8).collect();
+    let resp = client()
+        .post(gw.url("/echo"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), body.as_slice());
+
+    // A chunked upload, as streaming clients send it.
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(
+        b"POST /echo HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let text = read_until(&mut conn, &mut buf, b"hello world").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_an_interim_answer_before_the_body() {
+    let gw = gateway_to(http_upstream().await).start().await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    // curl sends this for large uploads and waits for "100 Continue" before the body.
+    conn.write_all(
+        b"POST /echo HTTP/1.1\r\nhost: api\r\ncontent-length: 11\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let interim = read_until(&mut conn, &mut buf, b"\r\n\r\n").await;
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    conn.write_all(b"hello world").await.unwrap();
+    let text = read_until(&mut conn, &mut buf, b"hello world").await;
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+}
+
+#[tokio::test]
+async fn large_and_streamed_responses_arrive_byte_for_byte() {
+    let gw = gateway_to(http_upstream().await).start().await;
+
+    let resp = client().get(gw.url("/big")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.content_length(), Some(BIG as u64));
+    let got = resp.bytes().await.unwrap();
+    assert_eq!(got.len(), BIG);
+    let first_bad = got.iter().enumerate().position(|(i, b)| *b != big_byte(i));
+    assert_eq!(
+        first_bad, None,
+        "the body differs from what the upstream sent"
+    );
+
+    let resp = client().get(gw.url("/stream")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let want: String = (0..64).map(|i| format!("frame {i};")).collect();
+    assert_eq!(resp.text().await.unwrap(), want);
+}
+
+#[tokio::test]
+async fn head_gets_headers_only_and_the_connection_stays_usable() {
+    let gw = gateway_to(http_upstream().await).start().await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(b"HEAD /big HTTP/1.1\r\nhost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let head = read_until(&mut conn, &mut buf, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {BIG}")),
+        "HEAD keeps the length of the body it omits: {head}"
+    );
+    // No body follows: the next response on the same connection starts right after.
+    buf.clear();
+    conn.write_all(b"GET /other HTTP/1.1\r\nhost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let next = read_until(&mut conn, &mut buf, b"\r\n\r\nok").await;
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_relays_both_ways() {
+    let gw = gateway_to(http_upstream().await).start().await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: api\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let head = read_until(&mut conn, &mut buf, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for msg in [&b"first frame"[..], b"second frame"] {
+        buf.clear();
+        conn.write_all(msg).await.unwrap();
+        read_until(&mut conn, &mut buf, msg).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_upstream_gets_504_after_read_timeout() {
+    let gw = gateway_to(http_upstream().await)
+        .upstream("read_timeout = \"300ms\"")
+        .start()
+        .await;
+    let resp = client().get(gw.url("/slow")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("did not answer in time"));
+    assert_eq!(
+        gw.metric(
+            "portcullis_upstream_errors_total",
+            &[("upstream", "api"), ("kind", "proxy")]
+        )
+        .await,
+        1.0
+    );
+    // Fast paths on the same upstream are unaffected.
+    assert_eq!(
+        client().get(gw.url("/")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_accepts_gets_504_after_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so connecting
+    // times out, as with a firewalled or overloaded upstream host.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let _listener = socket.listen(1).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        // Connections past the queue's room hang in SYN-SENT; don't wait for them.
+        if let Ok(Ok(c)) = timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            fillers.push(c);
+        }
+    }
+    let gw = gateway_to(addr)
+        .upstream("connect_timeout = \"300ms\"")
+        .start()
+        .await;
+    let resp = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    let connect_errors = gw
+        .metric(
+            "portcullis_upstream_errors_total",
+            &[("upstream", "api"), ("kind", "connect")],
+        )
+        .await;
+    assert_eq!(connect_errors, 1.0);
+}
+
+/// An upstream like gunicorn with a short keepalive: it answers without `connection: close`
+/// and then closes the connection anyway, racing the gateway's reuse of it.
+async fn closing_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_closing_kept_alive_connections_costs_clients_nothing() {
+    let gw = gateway_to(closing_upstream().await).start().await;
+    let client = client();
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        let resp = client.get(gw.url(&format!("/r{i}"))).send().await.unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(failed, 0, "statuses: {statuses:?}");
+}
