@@ -295,17 +295,27 @@ impl ProxyHttp for Gateway {
         }
         // As nginx's proxy_params: Host kept as sent, X-Real-IP the client, X-Forwarded-For
         // with the TCP peer appended, X-Forwarded-Proto the scheme the client used.
+        // Built without `format!`: Display for addresses was a third of this hook's cost.
         if let Some(client) = ctx.client {
-            upstream_request.insert_header("x-real-ip", client.to_string())?;
+            let mut real_ip = String::with_capacity(15);
+            push_ip(&mut real_ip, client);
+            upstream_request.insert_header("x-real-ip", real_ip)?;
         }
         if let Some(peer) = ctx.peer {
-            let forwarded = match session.req_header().headers.get("x-forwarded-for") {
-                Some(prev) if !prev.is_empty() => {
-                    format!("{}, {peer}", String::from_utf8_lossy(prev.as_bytes()))
-                }
-                _ => peer.to_string(),
-            };
-            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+            let prev = session.req_header().headers.get("x-forwarded-for");
+            let prev = prev.map_or(&b""[..], |v| v.as_bytes());
+            // A header value that came in valid stays valid with ", addr" appended.
+            let mut forwarded = Vec::with_capacity(prev.len() + 17);
+            if !prev.is_empty() {
+                forwarded.extend_from_slice(prev);
+                forwarded.extend_from_slice(b", ");
+            }
+            let mut addr = String::with_capacity(15);
+            push_ip(&mut addr, peer);
+            forwarded.extend_from_slice(addr.as_bytes());
+            let value = http::HeaderValue::from_maybe_shared(Bytes::from(forwarded))
+                .explain_err(ErrorType::InvalidHTTPHeader, |_| "x-forwarded-for")?;
+            upstream_request.insert_header("x-forwarded-for", value)?;
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
@@ -439,5 +449,60 @@ impl ProxyHttp for Gateway {
             rt.access_log.record(session, ctx, status);
         }
         ctx.inflight.clear();
+    }
+}
+
+/// Appends `ip` as text; IPv4 without the formatting machinery (this runs for every request).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_ip_writes_what_display_writes() {
+        let addrs = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.9.100",
+            "192.168.1.99",
+            "1.20.100.7",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:192.0.2.1",
+        ];
+        for text in addrs {
+            let ip: IpAddr = text.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
+        for n in (0..=u32::MAX).step_by(7_919_993) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(n));
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
     }
 }
