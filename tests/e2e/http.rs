@@ -6,6 +6,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,20 +34,31 @@ fn big_byte(i: usize) -> u8 {
 /// `/echo` (the request body back), `/big` (4 MiB, sized), `/stream` (chunked, 64 frames),
 /// `/slow` (answers after 3 s), `/ws` (101, then echoes raw bytes), anything else "ok".
 async fn http_upstream() -> SocketAddr {
+    http_upstream_counting().await.0
+}
+
+/// [`http_upstream`], and how many connections it dropped for bytes that do not parse as HTTP.
+async fn http_upstream_counting() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let garbled = Arc::new(AtomicUsize::new(0));
+    let counter = garbled.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(route);
-                let _ = hyper::server::conn::http1::Builder::new()
+                let served = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
+                if served.is_err_and(|e| e.is_parse()) {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
             });
         }
     });
-    addr
+    (addr, garbled)
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -230,7 +243,18 @@ async fn websocket_upgrade_relays_both_ways() {
     for msg in [&b"first frame"[..], b"second frame"] {
         buf.clear();
         conn.write_all(msg).await.unwrap();
-        read_until(&mut conn, &mut buf, msg).await;
+        let mut chunk = [0u8; 64];
+        while buf.len() < msg.len() {
+            let n = timeout(Duration::from_secs(5), conn.read(&mut chunk)).await;
+            let n = n.unwrap().unwrap();
+            assert!(
+                n > 0,
+                "closed after {:?}; gateway log:\n{}",
+                String::from_utf8_lossy(&buf),
+                gw.log()
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
     }
 }
 
@@ -328,4 +352,55 @@ async fn an_upstream_closing_kept_alive_connections_costs_clients_nothing() {
     }
     let failed = statuses.iter().filter(|s| **s != 200).count();
     assert_eq!(failed, 0, "statuses: {statuses:?}");
+}
+
+#[tokio::test]
+async fn http2_clients_get_the_same_bodies_from_an_http1_upstream() {
+    let (upstream, garbled) = http_upstream_counting().await;
+    let (_gw, h2, port) = with_tls(gateway_to(upstream)).await;
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+
+    // An h2 upload carries no chunked framing; the h1 upstream still gets the whole body.
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 89) as u8).collect();
+    let resp = h2
+        .post(url("/echo"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), body.as_slice());
+
+    let got = h2
+        .get(url("/big"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), BIG);
+    assert!(got.iter().enumerate().all(|(i, b)| *b == big_byte(i)));
+
+    let resp = h2.get(url("/stream")).send().await.unwrap();
+    let want: String = (0..64).map(|i| format!("frame {i};")).collect();
+    assert_eq!(resp.text().await.unwrap(), want);
+
+    // A streamed upload (no length): h2 ends it with an empty DATA frame, which must become
+    // exactly one chunked terminator upstream. A second one would be parsed by the upstream as
+    // the start of another request and poison the kept-alive connection for the next client.
+    for _ in 0..5 {
+        let parts = ["part one;", "part two;", "part three"].map(Ok::<_, Infallible>);
+        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(parts));
+        let resp = h2.post(url("/echo")).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "part one;part two;part three");
+        assert_eq!(h2.get(url("/")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        garbled.load(Ordering::Relaxed),
+        0,
+        "the upstream got bytes that are not HTTP"
+    );
 }

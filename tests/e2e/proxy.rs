@@ -188,30 +188,7 @@ async fn metrics_count_routes_decisions_statuses_and_latency() {
 #[tokio::test]
 async fn tls_termination_with_http2() {
     let up = upstream().run().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert_pem = cert.cert.pem();
-    write_file(dir.path(), "cert.pem", &cert_pem);
-    write_file(dir.path(), "key.pem", &cert.key_pair.serialize_pem());
-    let tls_port = free_port();
-    let gw = gateway(&up)
-        .server(&format!(
-            "tls = [{{ listen = \"127.0.0.1:{tls_port}\", cert = \"{}\", key = \"{}\" }}]",
-            dir.path().join("cert.pem").display(),
-            dir.path().join("key.pem").display()
-        ))
-        .start()
-        .await;
-    let tls_client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
-        .resolve(
-            "localhost",
-            format!("127.0.0.1:{tls_port}").parse().unwrap(),
-        )
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .unwrap();
+    let (gw, tls_client, tls_port) = with_tls(gateway(&up)).await;
     let resp = tls_client
         .get(format!("https://localhost:{tls_port}/secure"))
         .send()

@@ -264,6 +264,13 @@ impl GatewayBuilder {
         self.admin_extra.push('\n');
         self
     }
+    /// Fixes the directory the config (and any files written beside it) will live in.
+    fn with_dir(mut self) -> Self {
+        if self.dir.is_none() {
+            self.dir = Some(Arc::new(tempfile::tempdir().unwrap()));
+        }
+        self
+    }
     /// Writes the config and returns its path without starting anything.
     pub fn write(&self) -> (Arc<tempfile::TempDir>, PathBuf, (u16, u16, u16)) {
         let dir = self
@@ -512,6 +519,34 @@ pub fn client() -> reqwest::Client {
         .no_proxy()
         .build()
         .unwrap()
+}
+
+/// Starts `builder` with a TLS listener too (a fresh self-signed cert for "localhost") and
+/// returns it with a client that trusts the cert and resolves "localhost" to it, and the port.
+pub async fn with_tls(builder: GatewayBuilder) -> (Gateway, reqwest::Client, u16) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let tls_port = free_port();
+    let builder = builder.with_dir();
+    let dir = builder.dir.clone().unwrap();
+    let cert_path = write_file(dir.path(), "cert.pem", &cert_pem);
+    let key_path = write_file(dir.path(), "key.pem", &cert.key_pair.serialize_pem());
+    let gw = builder
+        .server(&format!(
+            "tls = [{{ listen = \"127.0.0.1:{tls_port}\", cert = \"{}\", key = \"{}\" }}]",
+            cert_path.display(),
+            key_path.display()
+        ))
+        .start()
+        .await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .resolve("localhost", ([127, 0, 0, 1], tls_port).into())
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap();
+    (gw, client, tls_port)
 }
 
 /// Runs `portcullis ARGS` and returns (success, stdout, stderr).

@@ -328,6 +328,23 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // An HTTP/2 client ends a body of unknown length with an empty DATA frame. Pingora 0.9
+        // writes that empty chunk to a chunked HTTP/1 upstream as a terminator and then writes
+        // the terminator again, so the upstream reads a stray "0\r\n\r\n" as the next request
+        // on a kept-alive connection (cloudflare/pingora#935). No data is the same end, once.
+        if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
+            *body = None;
+        }
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
