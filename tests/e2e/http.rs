@@ -1,8 +1,10 @@
 //! HTTP semantics an API behind the gateway relies on: request bodies (sized, chunked,
-//! `Expect: 100-continue`), large and streamed responses, HEAD, WebSocket upgrades, upstream
-//! timeouts, and an upstream that closes kept-alive connections.
+//! `Expect: 100-continue`), large and streamed responses, HEAD, WebSocket upgrades, HTTP/2
+//! clients in front of an HTTP/1 upstream, upstream timeouts, and an upstream that closes
+//! kept-alive connections. Portcullis gets these from Pingora's `HttpProxy`; these tests are
+//! how a Pingora upgrade (or a bug in it, see vendor/README.md) shows up here.
 //!
-//! The upstream here is hyper's HTTP/1.1 server, so body framing is checked by a real parser.
+//! The upstream is mostly hyper's HTTP/1.1 server, so body framing is checked by a real parser.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -335,6 +337,29 @@ async fn websocket_upgrade_relays_both_ways() {
         broken.is_empty(),
         "{} of 40 tunnels broke: {broken:?}",
         broken.len()
+    );
+}
+
+#[tokio::test]
+async fn a_silent_websocket_is_closed_after_read_timeout() {
+    let gw = gateway_to(http_upstream().await)
+        .upstream("read_timeout = \"300ms\"")
+        .start()
+        .await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: api\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    read_until(&mut conn, &mut buf, b"\r\n\r\n").await;
+    // As nginx's proxy_read_timeout: an upstream silent that long ends the tunnel.
+    let mut chunk = [0u8; 64];
+    let read = timeout(Duration::from_secs(5), conn.read(&mut chunk)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the tunnel stayed open: {read:?}"
     );
 }
 
