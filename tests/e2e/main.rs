@@ -7,5 +7,6 @@ mod http;
 mod nginx_diff;
 mod operations;
 mod proxy;
+mod smuggling;
 
 mod bench_smoke;

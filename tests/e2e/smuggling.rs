@@ -1,0 +1,194 @@
+//! Request smuggling: the gateway and the upstream must agree on where each request ends.
+//! Where they disagree, a scanner probe refused at the gateway rides inside an allowed
+//! request's body and reaches the upstream as a request of its own.
+//!
+//! The upstream is hyper's HTTP/1.1 server (strict, RFC 9112 framing), which records every
+//! request it parses; each payload hides `GET /.env`, which the gateway refuses on sight.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use crate::support::*;
+
+/// A strict upstream that records the path of every request it parses.
+async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let seen = paths.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().unwrap().push(req.uri().path().to_string());
+                        // Read the whole body, so framing errors surface here.
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, paths)
+}
+
+/// Sends `raw` on a fresh connection and returns what comes back until the gateway closes
+/// the connection or goes quiet for 1 s.
+async fn exchange(port: u16, raw: &[u8]) -> String {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    conn.write_all(raw).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(Ok(n)) = timeout(Duration::from_secs(1), conn.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+const HIDDEN: &str = "GET /.env HTTP/1.1\r\nhost: api\r\n\r\n";
+
+/// Framing tricks, each with a probe hidden where one parser would see a body and another a
+/// request.
+fn payloads() -> Vec<(&'static str, String)> {
+    let chunk = format!("{:x}\r\n{HIDDEN}\r\n0\r\n\r\n", HIDDEN.len());
+    vec![
+        (
+            "CL.TE: length covers the hidden request, chunked ends before it",
+            format!(
+                "POST /api HTTP/1.1\r\nhost: api\r\ncontent-length: {}\r\n\
+                 transfer-encoding: chunked\r\n\r\n0\r\n\r\n{HIDDEN}",
+                5 + HIDDEN.len()
+            ),
+        ),
+        (
+            "TE.CL: the hidden request is chunk data, the length stops before it",
+            format!(
+                "POST /api HTTP/1.1\r\nhost: api\r\ncontent-length: 4\r\n\
+                 transfer-encoding: chunked\r\n\r\n{chunk}"
+            ),
+        ),
+        (
+            "two different Content-Length values",
+            format!(
+                "POST /api HTTP/1.1\r\nhost: api\r\ncontent-length: 0\r\n\
+                 content-length: {}\r\n\r\n{HIDDEN}",
+                HIDDEN.len()
+            ),
+        ),
+        (
+            "obfuscated Transfer-Encoding next to a Content-Length",
+            format!(
+                "POST /api HTTP/1.1\r\nhost: api\r\ncontent-length: 4\r\n\
+                 transfer-encoding: xchunked\r\n\r\n{chunk}"
+            ),
+        ),
+        (
+            "Transfer-Encoding not ending in chunked",
+            format!(
+                "POST /api HTTP/1.1\r\nhost: api\r\n\
+                 transfer-encoding: chunked, identity\r\n\r\n{chunk}"
+            ),
+        ),
+        (
+            "space before the colon",
+            format!(
+                "POST /api HTTP/1.1\r\nhost: api\r\ncontent-length: 4\r\n\
+                 transfer-encoding : chunked\r\n\r\n{chunk}"
+            ),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_probe_cannot_be_smuggled_past_the_gateway() {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .extra("[probes]\nbuiltin = true\naction = \"404\"")
+        .start()
+        .await;
+    let mut answers = Vec::new();
+    for (name, raw) in payloads() {
+        let got = exchange(gw.port, raw.as_bytes()).await;
+        let first = got.lines().next().unwrap_or("(closed)").to_string();
+        answers.push(format!("{name}: {first}"));
+        let seen = paths.lock().unwrap().clone();
+        assert!(
+            !seen.iter().any(|p| p == "/.env"),
+            "{name}: the hidden probe reached the upstream; it saw {seen:?}\nanswers: {answers:#?}"
+        );
+    }
+    // A plain request still passes, and the upstream saw nothing but /api and this.
+    assert_eq!(status_as(&gw, "127.0.0.1", "/after").await, 200);
+    let seen = paths.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|p| p == "/api" || p == "/after"),
+        "{seen:?}\nanswers: {answers:#?}"
+    );
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_with_400() {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream).start().await;
+    let conflicting = format!(
+        "POST /api HTTP/1.1\r\nhost: api\r\ncontent-length: 0\r\ncontent-length: {}\r\n\r\n{HIDDEN}",
+        HIDDEN.len()
+    );
+    let got = exchange(gw.port, conflicting.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
+    assert!(paths.lock().unwrap().is_empty(), "nothing is forwarded");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_a_bad_body_counts_as_an_offense() {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .extra("[reputation]\nmaxretry = 5\nignoreip = []")
+        .start()
+        .await;
+    // A request whose body cannot be parsed reaches portcullis's hooks: 400 and an offense.
+    let bad_chunk = "POST /api HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n\
+                     zz\r\nhello\r\n0\r\n\r\n";
+    let got = exchange(gw.port, bad_chunk.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
+    // Bytes that are not an HTTP request header (a TLS hello on the plain port, a header line
+    // without a colon) are answered 400 by Pingora before any hook runs, so they are not
+    // counted (docs/configuration.md, `malformed`).
+    for junk in [
+        "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03 not http\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: api\r\nbad header\r\n\r\n",
+    ] {
+        let got = exchange(gw.port, junk.as_bytes()).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{junk:?}: {got:?}");
+    }
+    let malformed = &[("kind", "malformed")];
+    assert_eq!(
+        gw.metric_settles("portcullis_offenses_total", malformed, 1.0)
+            .await,
+        1.0
+    );
+    // The header of the bad-body request was already streamed upstream; nothing else was.
+    let seen = paths.lock().unwrap().clone();
+    assert!(seen.iter().all(|p| p == "/api"), "{seen:?}");
+}
