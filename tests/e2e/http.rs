@@ -19,7 +19,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::support::*;
@@ -41,25 +41,21 @@ async fn http_upstream() -> SocketAddr {
 
 /// [`http_upstream`], and how many connections it dropped for bytes that do not parse as HTTP.
 async fn http_upstream_counting() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let garbled = Arc::new(AtomicUsize::new(0));
     let counter = garbled.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(route);
-                let served = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-                if served.is_err_and(|e| e.is_parse()) {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            });
+    let addr = listen(move |stream| {
+        let counter = counter.clone();
+        async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(route))
+                .with_upgrades()
+                .await;
+            if served.is_err_and(|e| e.is_parse()) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
         }
-    });
+    })
+    .await;
     (addr, garbled)
 }
 
@@ -138,6 +134,16 @@ async fn read_until(stream: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) ->
     text
 }
 
+/// Connects to the gateway's `port`, sends `raw`, and reads until `until` has arrived; the
+/// connection (to go on with), what was read, and that as text.
+async fn send_raw(port: u16, raw: &[u8], until: &[u8]) -> (TcpStream, Vec<u8>, String) {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    conn.write_all(raw).await.unwrap();
+    let mut buf = Vec::new();
+    let text = read_until(&mut conn, &mut buf, until).await;
+    (conn, buf, text)
+}
+
 #[tokio::test]
 async fn request_bodies_reach_the_upstream_intact() {
     let gw = gateway_to(http_upstream().await).start().await;
@@ -154,30 +160,19 @@ async fn request_bodies_reach_the_upstream_intact() {
     assert_eq!(resp.bytes().await.unwrap().as_ref(), body.as_slice());
 
     // A chunked upload, as streaming clients send it.
-    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    conn.write_all(
-        b"POST /echo HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n\
-          5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    let text = read_until(&mut conn, &mut buf, b"hello world").await;
+    let chunked = b"POST /echo HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n\
+                    5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
+    let (_, _, text) = send_raw(gw.port, chunked, b"hello world").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
 
 #[tokio::test]
 async fn expect_100_continue_gets_an_interim_answer_before_the_body() {
     let gw = gateway_to(http_upstream().await).start().await;
-    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     // curl sends this for large uploads and waits for "100 Continue" before the body.
-    conn.write_all(
-        b"POST /echo HTTP/1.1\r\nhost: api\r\ncontent-length: 11\r\nexpect: 100-continue\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    let interim = read_until(&mut conn, &mut buf, b"\r\n\r\n").await;
+    let expect = b"POST /echo HTTP/1.1\r\nhost: api\r\ncontent-length: 11\r\n\
+                   expect: 100-continue\r\n\r\n";
+    let (mut conn, mut buf, interim) = send_raw(gw.port, expect, b"\r\n\r\n").await;
     assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
     conn.write_all(b"hello world").await.unwrap();
     let text = read_until(&mut conn, &mut buf, b"hello world").await;
@@ -208,12 +203,8 @@ async fn large_and_streamed_responses_arrive_byte_for_byte() {
 #[tokio::test]
 async fn head_gets_headers_only_and_the_connection_stays_usable() {
     let gw = gateway_to(http_upstream().await).start().await;
-    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    conn.write_all(b"HEAD /big HTTP/1.1\r\nhost: api\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let head = read_until(&mut conn, &mut buf, b"\r\n\r\n").await;
+    let head_request = b"HEAD /big HTTP/1.1\r\nhost: api\r\n\r\n";
+    let (mut conn, mut buf, head) = send_raw(gw.port, head_request, b"\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()
@@ -232,17 +223,9 @@ async fn head_gets_headers_only_and_the_connection_stays_usable() {
 /// Upgrades one connection to a WebSocket through `port` and echoes two messages over it;
 /// `Err` says where the tunnel broke.
 async fn websocket_session(port: u16) -> Result<(), String> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    conn.write_all(
-        b"GET /ws HTTP/1.1\r\nhost: api\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
-          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let head = read_until(&mut conn, &mut buf, b"\r\n\r\n").await;
+    let upgrade = b"GET /ws HTTP/1.1\r\nhost: api\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+                    sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let (mut conn, mut buf, head) = send_raw(port, upgrade, b"\r\n\r\n").await;
     if !head.starts_with("HTTP/1.1 101") {
         return Err(format!("no 101: {head}"));
     }
@@ -271,37 +254,26 @@ async fn websocket_session(port: u16) -> Result<(), String> {
 /// connection (so the answer is already there when the gateway looks for it), reads the
 /// request, then echoes raw bytes.
 async fn eager_ws_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let switching = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\
-                                  upgrade: websocket\r\n\r\n";
-                if stream.write_all(switching).await.is_err() {
-                    return;
-                }
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-                if stream.write_all(&buf[end..]).await.is_err() {
-                    return;
-                }
-                while let Ok(n) = stream.read(&mut chunk).await {
-                    if n == 0 || stream.write_all(&chunk[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    listen(|mut stream| async move {
+        let switching =
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+        if stream.write_all(switching).await.is_err() {
+            return;
         }
-    });
-    addr
+        let Some((_, early)) = read_head(&mut stream).await else {
+            return;
+        };
+        if stream.write_all(&early).await.is_err() {
+            return;
+        }
+        let mut chunk = [0u8; 1024];
+        while let Ok(n) = stream.read(&mut chunk).await {
+            if n == 0 || stream.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
 }
 
 /// Runs `count` WebSocket sessions through `port` at once; the errors of those that broke.
@@ -346,14 +318,10 @@ async fn a_silent_websocket_is_closed_after_read_timeout() {
         .upstream("read_timeout = \"300ms\"")
         .start()
         .await;
-    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    conn.write_all(
-        b"GET /ws HTTP/1.1\r\nhost: api\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    read_until(&mut conn, &mut buf, b"\r\n\r\n").await;
+    let upgrade =
+        b"GET /ws HTTP/1.1\r\nhost: api\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n";
+    let (mut conn, _, head) = send_raw(gw.port, upgrade, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     // As nginx's proxy_read_timeout: an upstream silent that long ends the tunnel.
     let mut chunk = [0u8; 64];
     let read = timeout(Duration::from_secs(5), conn.read(&mut chunk)).await;
@@ -424,26 +392,13 @@ async fn an_upstream_that_never_accepts_gets_504_after_connect_timeout() {
 /// An upstream like gunicorn with a short keepalive: it answers without `connection: close`
 /// and then closes the connection anyway, racing the gateway's reuse of it.
 async fn closing_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-            });
+    listen(|mut stream| async move {
+        if read_head(&mut stream).await.is_some() {
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            let _ = stream.write_all(ok).await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test]

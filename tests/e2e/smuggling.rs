@@ -15,38 +15,33 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::support::*;
 
 /// A strict upstream that records the path of every request it parses.
 async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let paths = Arc::new(Mutex::new(Vec::new()));
     let seen = paths.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        seen.lock().unwrap().push(req.uri().path().to_string());
-                        // Read the whole body, so framing errors surface here.
-                        let _ = req.into_body().collect().await;
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                            Bytes::from_static(b"ok"),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = listen(move |stream| {
+        let seen = seen.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            seen.lock().unwrap().push(req.uri().path().to_string());
+            async move {
+                // Read the whole body, so framing errors surface here.
+                let _ = req.into_body().collect().await;
+                let ok = Full::new(Bytes::from_static(b"ok"));
+                Ok::<_, std::convert::Infallible>(Response::new(ok))
+            }
+        });
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
-    });
+    })
+    .await;
     (addr, paths)
 }
 

@@ -56,23 +56,16 @@ impl UpstreamBuilder {
     }
 
     pub async fn run(self) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let statuses = Arc::new((self.statuses, self.slow));
+        let rules = Arc::new((self.statuses, self.slow));
         let rec = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let rec = rec.clone();
-                let statuses = statuses.clone();
-                tokio::spawn(async move {
-                    let _ = serve_conn(stream, rec, statuses).await;
-                });
+        let addr = listen(move |stream| {
+            let (rec, rules) = (rec.clone(), rules.clone());
+            async move {
+                let _ = serve_conn(stream, rec, rules).await;
             }
-        });
+        })
+        .await;
         Upstream { addr, seen }
     }
 }
@@ -153,6 +146,40 @@ impl Upstream {
     /// Paths received so far, in order.
     pub fn paths(&self) -> Vec<String> {
         self.seen().into_iter().map(|s| s.path).collect()
+    }
+}
+
+/// Listens on an ephemeral loopback port and runs `handle` on each accepted connection, for
+/// upstreams that a test shapes itself.
+pub async fn listen<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    addr
+}
+
+/// Reads a request head (through the blank line) from `stream`; `None` if the peer closes
+/// first. The bytes after the head, if any, are returned too.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Some((buf, rest));
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 
