@@ -3,12 +3,19 @@
 //! # Files (under `state_dir`)
 //!
 //! * `reputation.journal`: append-only; one record per [`Event`].
+//! * `reputation.journal.old`: during a compaction, the journal as it was when the compaction
+//!   began; removed once a snapshot covering it is written.
 //! * `reputation.snapshot`: the full state (active bans, offender histories) followed by an
-//!   `end` record holding the record count, so a truncated snapshot is detected. Written as
-//!   `reputation.snapshot.tmp`, fsync'd, renamed over the old one, then the directory is
-//!   fsync'd; only then is the journal truncated. A crash at any point leaves either the old
-//!   snapshot plus the full journal or the new snapshot plus a journal whose records replay
-//!   idempotently.
+//!   `end` record holding the record count, so a truncated snapshot is detected.
+//!
+//! A compaction has a quick half and a slow half. [`Journal::rotate`] renames the journal to
+//! `reputation.journal.old` and opens a fresh one (two metadata operations: cheap enough to do
+//! while appenders wait). [`Rotated::finish`] then writes the state, exported after the
+//! rotation, as `reputation.snapshot.tmp`, fsyncs it, renames it over the old snapshot, fsyncs
+//! the directory, and only then removes `reputation.journal.old`; appends to the fresh journal
+//! go on meanwhile. Loading reads the snapshot, then `.old`, then the journal, so a crash at any
+//! point leaves every record readable, and records a snapshot already holds replay
+//! idempotently.
 //!
 //! # Record format
 //!
@@ -41,8 +48,9 @@
 //! a writer that drains its channel, appends everything, then calls [`Journal::sync`] once
 //! gets group commit with the same guarantee for everything it acknowledged.
 //!
-//! Call [`Journal::snapshot`] from the thread that appends (so no event queued before the
-//! snapshot's capture can be truncated away), e.g. when [`Journal::needs_compaction`] says so.
+//! Export the state for [`Rotated::finish`] only after [`Journal::rotate`] returned, from
+//! a reputation table that applies every event before the event is appended (so everything in
+//! the rotated file is in the export). [`Journal::snapshot`] does both halves in one call.
 //!
 //! # Wiring (sketch)
 //!
@@ -87,6 +95,8 @@ use std::path::{Path, PathBuf};
 
 /// File name of the journal inside the state directory.
 pub const JOURNAL_FILE: &str = "reputation.journal";
+/// File name of the journal being compacted (see [`Journal::rotate`]).
+pub const ROTATED_JOURNAL_FILE: &str = "reputation.journal.old";
 /// File name of the snapshot inside the state directory.
 pub const SNAPSHOT_FILE: &str = "reputation.snapshot";
 /// Temporary name the snapshot is written under before the atomic rename.
@@ -153,7 +163,7 @@ impl From<&Event> for Record {
 pub struct LoadReport {
     /// Valid records read from the snapshot.
     pub snapshot_records: usize,
-    /// Valid records read from the journal.
+    /// Valid records read from the journal (and the rotated journal, if one was left).
     pub journal_records: usize,
     /// Active bans loaded.
     pub bans_loaded: usize,
@@ -165,6 +175,8 @@ pub struct LoadReport {
     pub snapshot_corrupt: bool,
     /// True when the journal had a bad or truncated record.
     pub journal_corrupt: bool,
+    /// True when the rotated journal of an unfinished compaction had a bad or truncated record.
+    pub rotated_journal_corrupt: bool,
     /// Human-readable description of every problem.
     pub errors: Vec<String>,
 }
@@ -198,6 +210,9 @@ impl Journal {
         }
         if report.journal_corrupt {
             keep_aside(dir, JOURNAL_FILE)?;
+        }
+        if report.rotated_journal_corrupt {
+            keep_aside(dir, ROTATED_JOURNAL_FILE)?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -237,6 +252,12 @@ impl Journal {
         self.file.sync_data()
     }
 
+    /// A second handle on the journal file, to `fdatasync` it without holding whatever guards
+    /// the appends (records appended through `self` before the sync are covered).
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Bytes appended since the last snapshot.
     pub fn journal_bytes(&self) -> u64 {
         self.bytes
@@ -247,36 +268,99 @@ impl Journal {
         self.bytes >= COMPACTION_BYTES
     }
 
-    /// Writes a snapshot of `reputation` and truncates the journal.
+    /// Writes a snapshot of `reputation` and empties the journal: [`Journal::rotate`], then
+    /// [`Rotated::finish`] with the state exported in between.
     pub fn snapshot(&mut self, reputation: &Reputation, now_ms: u64) -> io::Result<()> {
-        self.write_snapshot(&reputation.export(now_ms))
+        let rotated = self.rotate()?;
+        rotated.finish(&reputation.export(now_ms))
     }
 
-    /// Writes `state` as the snapshot (atomically) and truncates the journal.
+    /// The quick half of a compaction: moves the records appended so far to
+    /// `reputation.journal.old` and appends to a fresh journal from now on. If an earlier
+    /// compaction did not finish, its `.old` file is kept and the journal is left as it is
+    /// (the next snapshot still covers both; a later rotation moves the journal).
+    pub fn rotate(&mut self) -> io::Result<Rotated> {
+        let rotated = Rotated {
+            dir: self.dir.clone(),
+        };
+        let old = self.dir.join(ROTATED_JOURNAL_FILE);
+        if old.exists() {
+            return Ok(rotated);
+        }
+        let path = self.dir.join(JOURNAL_FILE);
+        fs::rename(&path, &old)?;
+        match OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(file) => {
+                self.file = file;
+                self.bytes = 0;
+                Ok(rotated)
+            }
+            Err(e) => {
+                // Keep appending where the records are: back to the old name.
+                let _ = fs::rename(&old, &path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `state` as the snapshot (atomically), truncates the journal and removes a
+    /// rotated one.
     pub fn write_snapshot(&mut self, state: &PersistentState) -> io::Result<()> {
-        let mut buf = Vec::new();
-        let mut records = 0u64;
-        for history in &state.histories {
-            buf.extend_from_slice(&encode(&Record::History(history.clone()))?);
-            records += 1;
-        }
-        for ban in &state.bans {
-            buf.extend_from_slice(&encode(&Record::Ban(ban.clone()))?);
-            records += 1;
-        }
-        buf.extend_from_slice(&encode(&Record::End { records })?);
-        let tmp = self.dir.join(SNAPSHOT_TMP_FILE);
-        {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&buf)?;
-            file.sync_all()?;
-        }
-        fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
-        sync_dir(&self.dir)?;
+        write_snapshot_file(&self.dir, state)?;
         self.file.set_len(0)?;
         self.file.sync_all()?;
+        remove_if_present(&self.dir.join(ROTATED_JOURNAL_FILE))?;
         self.bytes = 0;
         Ok(())
+    }
+}
+
+/// A compaction between its halves: the journal has been rotated, the snapshot not yet
+/// written. Dropping it without [`Rotated::finish`] loses nothing (loading reads the rotated
+/// journal); the next compaction covers it.
+#[derive(Debug)]
+#[must_use = "a rotated journal is only removed by finish()"]
+pub struct Rotated {
+    dir: PathBuf,
+}
+
+impl Rotated {
+    /// The slow half of a compaction, needing no lock on the journal: writes `state` as the
+    /// snapshot (atomically, fsync'd) and removes the rotated journal. `state` must have been
+    /// exported after [`Journal::rotate`] returned.
+    pub fn finish(self, state: &PersistentState) -> io::Result<()> {
+        write_snapshot_file(&self.dir, state)?;
+        remove_if_present(&self.dir.join(ROTATED_JOURNAL_FILE))
+    }
+}
+
+/// Writes `state` as the snapshot: temporary file, fsync, rename, directory fsync.
+fn write_snapshot_file(dir: &Path, state: &PersistentState) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let mut records = 0u64;
+    for history in &state.histories {
+        buf.extend_from_slice(&encode(&Record::History(history.clone()))?);
+        records += 1;
+    }
+    for ban in &state.bans {
+        buf.extend_from_slice(&encode(&Record::Ban(ban.clone()))?);
+        records += 1;
+    }
+    buf.extend_from_slice(&encode(&Record::End { records })?);
+    let tmp = dir.join(SNAPSHOT_TMP_FILE);
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&buf)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+    sync_dir(dir)
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -321,22 +405,30 @@ pub fn load(dir: &Path, now_ms: u64) -> (PersistentState, LoadReport) {
         }
     }
 
-    match read_optional(&dir.join(JOURNAL_FILE)) {
-        Ok(Some(bytes)) => {
-            let parsed = parse(&bytes);
-            report.journal_records = parsed.records.len();
-            for record in parsed.records {
-                replay.apply(record);
+    // An unfinished compaction's rotated journal holds older records than the journal.
+    for (name, label) in [
+        (ROTATED_JOURNAL_FILE, "rotated journal"),
+        (JOURNAL_FILE, "journal"),
+    ] {
+        let problem = match read_optional(&dir.join(name)) {
+            Ok(Some(bytes)) => {
+                let parsed = parse(&bytes);
+                report.journal_records += parsed.records.len();
+                for record in parsed.records {
+                    replay.apply(record);
+                }
+                parsed.error
             }
-            if let Some(err) = parsed.error {
+            Ok(None) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(err) = problem {
+            report.errors.push(format!("{label}: {err}"));
+            if name == JOURNAL_FILE {
                 report.journal_corrupt = true;
-                report.errors.push(format!("journal: {err}"));
+            } else {
+                report.rotated_journal_corrupt = true;
             }
-        }
-        Ok(None) => {}
-        Err(e) => {
-            report.journal_corrupt = true;
-            report.errors.push(format!("journal: {e}"));
         }
     }
 

@@ -1,6 +1,8 @@
 //! Persistence of bans and offender histories: journal, snapshot, corruption handling.
 
-use portcullis_policy::persist::{self, Journal, SyncPolicy, JOURNAL_FILE, SNAPSHOT_FILE};
+use portcullis_policy::persist::{
+    self, Journal, SyncPolicy, JOURNAL_FILE, ROTATED_JOURNAL_FILE, SNAPSHOT_FILE,
+};
 use portcullis_policy::reputation::{
     Event, Increment, OffenseKind, Reputation, ReputationSettings, Verdict,
 };
@@ -293,4 +295,96 @@ fn missing_state_dir_is_created_and_empty() {
     assert!(report.is_clean());
     assert!(state.bans.is_empty() && state.histories.is_empty());
     assert!(state_dir.join(SNAPSHOT_FILE).exists());
+}
+
+/// A ban made after a compaction's rotation, journaled to the fresh journal.
+fn ban_after_rotation(journal: &mut Journal, rep: &Reputation) {
+    let event = rep
+        .ban(net("203.0.113.0/24"), MIN, "later", T0 + 2)
+        .unwrap();
+    journal.append(&event).unwrap();
+}
+
+#[test]
+fn a_crash_between_rotation_and_snapshot_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, rep, _) = reopen(dir.path(), T0);
+    populate(&mut journal, &rep);
+    let rotated = journal.rotate().unwrap();
+    assert_eq!(journal.journal_bytes(), 0);
+    assert!(dir.path().join(ROTATED_JOURNAL_FILE).exists());
+    ban_after_rotation(&mut journal, &rep);
+    drop((journal, rotated)); // like kill -9 before the snapshot is written
+
+    let (_journal, restored, report) = reopen(dir.path(), T0 + 3);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.journal_records, 6, "5 rotated + 1 fresh");
+    assert_eq!(restored.bans(T0 + 3), rep.bans(T0 + 3));
+    assert!(!banned(&restored, "192.0.2.3", T0 + 3), "unban replayed");
+    // Opening compacted both files into the snapshot.
+    assert!(!dir.path().join(ROTATED_JOURNAL_FILE).exists());
+}
+
+#[test]
+fn appends_go_on_while_a_snapshot_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, rep, _) = reopen(dir.path(), T0);
+    populate(&mut journal, &rep);
+    let rotated = journal.rotate().unwrap();
+    // Appends between the halves (the writer thread holds no lock while it writes the
+    // snapshot), then a state exported after the rotation.
+    ban_after_rotation(&mut journal, &rep);
+    let old = fs::read(dir.path().join(ROTATED_JOURNAL_FILE)).unwrap();
+    rotated.finish(&rep.export(T0 + 2)).unwrap();
+    assert!(!dir.path().join(ROTATED_JOURNAL_FILE).exists());
+    drop(journal);
+
+    let (state, report) = persist::load(dir.path(), T0 + 3);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(
+        report.journal_records, 1,
+        "only the append after the rotation"
+    );
+    let restored = Reputation::new(settings());
+    restored.restore(state, T0 + 3);
+    assert_eq!(restored.bans(T0 + 3), rep.bans(T0 + 3));
+
+    // A crash after the snapshot but before the rotated file was removed replays it again,
+    // harmlessly: sequence numbers keep the newer state.
+    fs::write(dir.path().join(ROTATED_JOURNAL_FILE), old).unwrap();
+    let (_journal, again, report) = reopen(dir.path(), T0 + 3);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(again.bans(T0 + 3), rep.bans(T0 + 3));
+    assert!(!banned(&again, "192.0.2.3", T0 + 3));
+}
+
+#[test]
+fn a_corrupt_rotated_journal_is_reported_and_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, rep, _) = reopen(dir.path(), T0);
+    populate(&mut journal, &rep);
+    let _unfinished = journal.rotate().unwrap();
+    ban_after_rotation(&mut journal, &rep);
+    drop(journal);
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(dir.path().join(ROTATED_JOURNAL_FILE))
+        .unwrap();
+    file.write_all(b"garbage\n").unwrap();
+    drop(file);
+
+    let (_journal, restored, report) = reopen(dir.path(), T0 + 3);
+    assert!(report.rotated_journal_corrupt, "{report:?}");
+    assert!(!report.journal_corrupt);
+    assert!(
+        report.errors[0].starts_with("rotated journal:"),
+        "{report:?}"
+    );
+    assert_eq!(
+        restored.bans(T0 + 3),
+        rep.bans(T0 + 3),
+        "every valid record kept"
+    );
+    let aside = format!("{ROTATED_JOURNAL_FILE}.corrupt");
+    assert!(dir.path().join(aside).exists());
 }

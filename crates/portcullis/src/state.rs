@@ -119,18 +119,31 @@ pub fn log_event(event: &Event) {
 
 /// Once a second: fdatasync what was appended (group commit); compact into a snapshot when
 /// the journal has grown or a minute has passed.
+///
+/// The journal lock is held only for the quick parts (a file-handle dup, a rename): a request
+/// that bans a client appends under it, and a flood bans hundreds a second, so an fsync or a
+/// snapshot under the lock would block the proxy's worker threads for as long as the disk
+/// takes (on cloud volumes an fsync can take tens to hundreds of milliseconds).
 fn sync_journal(shared: Arc<Shared>, reputation: Arc<Reputation>) {
     let mut since_snapshot = std::time::Instant::now();
     loop {
         std::thread::sleep(Duration::from_secs(1));
         if shared.dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = shared.lock().sync() {
+            let synced = shared
+                .lock()
+                .sync_handle()
+                .and_then(|file| file.sync_data());
+            if let Err(e) = synced {
                 tracing::error!(error = %e, "cannot fsync the ban journal");
             }
         }
-        let mut journal = shared.lock();
-        if journal.needs_compaction() || since_snapshot.elapsed() >= SNAPSHOT_EVERY {
-            if let Err(e) = journal.snapshot(&reputation, SystemClock.now_ms()) {
+        let due = shared.lock().needs_compaction() || since_snapshot.elapsed() >= SNAPSHOT_EVERY;
+        if due {
+            let rotated = shared.lock().rotate();
+            // Exported after the rotation: every record in the rotated file is in it.
+            let written = rotated
+                .and_then(|rotated| rotated.finish(&reputation.export(SystemClock.now_ms())));
+            if let Err(e) = written {
                 tracing::error!(error = %e, "cannot write the state snapshot");
             }
             since_snapshot = std::time::Instant::now();
