@@ -187,3 +187,44 @@ async fn malformed_requests_get_400_and_a_bad_body_counts_as_an_offense() {
     let seen = paths.lock().unwrap().clone();
     assert!(seen.iter().all(|p| p == "/api"), "{seen:?}");
 }
+
+/// The status codes of every response in `raw`, in order.
+fn statuses(raw: &str) -> Vec<&str> {
+    raw.match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &raw[at + 9..at + 12])
+        .collect()
+}
+
+#[tokio::test]
+async fn request_forms_scanners_use_do_not_hide_a_probe() {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .extra("[probes]\nbuiltin = true\naction = \"404\"")
+        .start()
+        .await;
+    // The last request of each asks to close, so the answer is complete when the gateway closes.
+    let forms = [
+        // Absolute form, as sent to open proxies.
+        (
+            "GET http://api/.env HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n",
+            vec!["404"],
+        ),
+        // HTTP/1.0 without Host.
+        ("GET /.env HTTP/1.0\r\n\r\n", vec!["404"]),
+        // Pipelined behind an allowed request, in one write: each is filtered on its own.
+        (
+            "GET /a HTTP/1.1\r\nhost: api\r\n\r\nGET /.env HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n",
+            vec!["200", "404"],
+        ),
+        // Plain pipelining, as nginx answers it: in order, on the same connection.
+        (
+            "GET /b HTTP/1.1\r\nhost: api\r\n\r\nGET /c HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n",
+            vec!["200", "200"],
+        ),
+    ];
+    for (raw, want) in forms {
+        let got = exchange(gw.port, raw.as_bytes()).await;
+        assert_eq!(statuses(&got), want, "{raw:?} got {got:?}");
+    }
+    assert_eq!(*paths.lock().unwrap(), ["/a", "/b", "/c"]);
+}

@@ -183,6 +183,17 @@ impl ProxyHttp for Gateway {
         RequestCtx::default()
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // Answer pipelined HTTP/1.1 requests in order, as nginx does, instead of closing after
+        // the first; each one still goes through every filter on its own.
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let rt = self.runtime.load_full();
         ctx.rt = Some(rt.clone());
