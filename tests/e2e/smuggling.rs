@@ -1,6 +1,7 @@
 //! Request smuggling: the gateway and the upstream must agree on where each request ends.
 //! Where they disagree, a scanner probe refused at the gateway rides inside an allowed
-//! request's body and reaches the upstream as a request of its own.
+//! request's body and reaches the upstream as a request of its own. Also the request forms
+//! scanners use to the same end (absolute form, HTTP/1.0, pipelining), and malformed requests.
 //!
 //! The upstream is hyper's HTTP/1.1 server (strict, RFC 9112 framing), which records every
 //! request it parses; each payload hides `GET /.env`, which the gateway refuses on sight.
