@@ -21,11 +21,14 @@ def dur_ms(text):
 def parse_wrk(path):
     """req/s, p50/p99 (ms), requests, non-2xx, socket errors and Lua status lines of one run."""
     text = open(path).read()
-    r = {"rps": None, "p50": None, "p99": None, "requests": 0, "non2xx": 0, "errors": 0, "status": {}}
+    r = {"rps": None, "p50": None, "p99": None, "max": None, "requests": 0, "non2xx": 0, "errors": 0, "status": {}}
     for pct, key in (("50", "p50"), ("99", "p99")):
         m = re.search(r"^\s+%s%%\s+(\S+)" % pct, text, re.M)
         if m:
             r[key] = dur_ms(m.group(1))
+    m = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", text, re.M)
+    if m:
+        r["max"] = dur_ms(m.group(1))
     m = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
     if m:
         r["rps"] = float(m.group(1))
@@ -169,8 +172,9 @@ def attack(d):
     print("Flood (wrk, random X-Forwarded-For from 198.18.0.0/15, probe paths and /missing/*):")
     print()
     print("| proxy | flood requests | flood req/s | answers by status | flood requests reaching the upstream | "
-          "of which after the client's ban (+0 ms / +10 ms / +1 s) | banned clients | gateway CPU s | CPU s / 100k flood req | peak RSS (MiB) |")
-    print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|")
+          "of which after the client's ban (+0 ms / +10 ms / +1 s) | banned clients | gateway CPU s | CPU s / 100k flood req | peak RSS (MiB) | "
+          "flood p99 / max (ms) | longest upstream silence (ms) |")
+    print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
     notes = []
     for p in proxies:
         start, end = (float(x) for x in open(os.path.join(d, f"attack-{p}.window")).read().split())
@@ -188,9 +192,16 @@ def attack(d):
         rss = read_num(os.path.join(d, f"attack-{p}.rss"))
         per = c / w["requests"] * 1e5 if c is not None and w["requests"] else None
         status = ", ".join(f"{k}: {v:,}" for k, v in sorted(w["status"].items()))
+        # A stall of the gateway or the upstream shows as a gap in the upstream's arrivals.
+        times = sorted(e[0] for e in log if start <= e[0] <= end)
+        gaps = [(b - a, a) for a, b in zip(times, times[1:])]
+        gap, gap_at = max(gaps) if gaps else (None, None)
         print(f"| {p} | {w['requests']:,} | {fmt(w['rps'])} | {status} | {len(flood):,} | "
               f"{' / '.join(str(a) for a in after) if bans else 'no bans'} | {len(bans):,} | {fmt(c, 2)} | {fmt(per, 3)} | "
-              f"{fmt(rss / 1024 if rss else None, 1)} |")
+              f"{fmt(rss / 1024 if rss else None, 1)} | {fmt(w['p99'], 1)} / {fmt(w['max'], 1)} | {fmt(gap)} |")
+        if gap is not None and gap >= 200:
+            notes.append(f"{p}: nothing reached the upstream for {gap:.0f} ms, {(gap_at - start) / 1000:.1f} s into the "
+                         f"flood: the gateway or the upstream stood still (compare the flood's max latency)")
         if bans and after[0]:
             late = sorted((e[0] - bans[e[1]], e[1], e[3]) for e in flood if e[1] in bans and e[0] > bans[e[1]])
             notes.append(f"{p}: upstream log time minus ban time for the requests logged after their client's ban (ms): "
