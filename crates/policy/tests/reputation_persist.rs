@@ -297,23 +297,29 @@ fn missing_state_dir_is_created_and_empty() {
     assert!(state_dir.join(SNAPSHOT_FILE).exists());
 }
 
-/// A ban made after a compaction's rotation, journaled to the fresh journal.
-fn ban_after_rotation(journal: &mut Journal, rep: &Reputation) {
+/// A populated journal in the middle of a compaction (rotated, snapshot not yet written), with
+/// one more ban journaled after the rotation.
+fn mid_compaction(dir: &Path) -> (Journal, Reputation, persist::Rotated) {
+    let (mut journal, rep, _) = reopen(dir, T0);
+    populate(&mut journal, &rep);
+    let rotated = journal.rotate().unwrap();
+    assert_eq!(
+        journal.journal_bytes(),
+        0,
+        "the rotation starts a fresh journal"
+    );
+    assert!(dir.join(ROTATED_JOURNAL_FILE).exists());
     let event = rep
         .ban(net("203.0.113.0/24"), MIN, "later", T0 + 2)
         .unwrap();
     journal.append(&event).unwrap();
+    (journal, rep, rotated)
 }
 
 #[test]
 fn a_crash_between_rotation_and_snapshot_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut journal, rep, _) = reopen(dir.path(), T0);
-    populate(&mut journal, &rep);
-    let rotated = journal.rotate().unwrap();
-    assert_eq!(journal.journal_bytes(), 0);
-    assert!(dir.path().join(ROTATED_JOURNAL_FILE).exists());
-    ban_after_rotation(&mut journal, &rep);
+    let (journal, rep, rotated) = mid_compaction(dir.path());
     drop((journal, rotated)); // like kill -9 before the snapshot is written
 
     let (_journal, restored, report) = reopen(dir.path(), T0 + 3);
@@ -328,12 +334,9 @@ fn a_crash_between_rotation_and_snapshot_loses_nothing() {
 #[test]
 fn appends_go_on_while_a_snapshot_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut journal, rep, _) = reopen(dir.path(), T0);
-    populate(&mut journal, &rep);
-    let rotated = journal.rotate().unwrap();
     // Appends between the halves (the writer thread holds no lock while it writes the
     // snapshot), then a state exported after the rotation.
-    ban_after_rotation(&mut journal, &rep);
+    let (journal, rep, rotated) = mid_compaction(dir.path());
     let old = fs::read(dir.path().join(ROTATED_JOURNAL_FILE)).unwrap();
     rotated.finish(&rep.export(T0 + 2)).unwrap();
     assert!(!dir.path().join(ROTATED_JOURNAL_FILE).exists());
@@ -361,11 +364,8 @@ fn appends_go_on_while_a_snapshot_is_written() {
 #[test]
 fn a_corrupt_rotated_journal_is_reported_and_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut journal, rep, _) = reopen(dir.path(), T0);
-    populate(&mut journal, &rep);
-    let _unfinished = journal.rotate().unwrap();
-    ban_after_rotation(&mut journal, &rep);
-    drop(journal);
+    let (journal, rep, unfinished) = mid_compaction(dir.path());
+    drop((journal, unfinished));
     let mut file = OpenOptions::new()
         .append(true)
         .open(dir.path().join(ROTATED_JOURNAL_FILE))
