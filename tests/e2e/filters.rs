@@ -149,10 +149,7 @@ const BENIGN: &[&str] = &[
 #[tokio::test]
 async fn scanner_session_never_reaches_the_upstream() {
     let up = upstream().run().await;
-    let gw = gateway(&up)
-        .extra("[probes]\nbuiltin = true\naction = \"404\"")
-        .start()
-        .await;
+    let gw = gateway(&up).extra(PROBES_404).start().await;
     let c = client();
     for (probe, benign) in SCANNER.iter().zip(BENIGN.iter().cycle()) {
         let r = c.get(gw.url(probe)).send().await.unwrap();

@@ -119,10 +119,7 @@ fn payloads() -> Vec<(&'static str, String)> {
 #[tokio::test]
 async fn a_probe_cannot_be_smuggled_past_the_gateway() {
     let (upstream, paths) = recording_upstream().await;
-    let gw = gateway_to(upstream)
-        .extra("[probes]\nbuiltin = true\naction = \"404\"")
-        .start()
-        .await;
+    let gw = gateway_to(upstream).extra(PROBES_404).start().await;
     let mut answers = Vec::new();
     for (name, raw) in payloads() {
         let got = exchange(gw.port, raw.as_bytes()).await;
@@ -199,10 +196,7 @@ fn statuses(raw: &str) -> Vec<&str> {
 #[tokio::test]
 async fn request_forms_scanners_use_do_not_hide_a_probe() {
     let (upstream, paths) = recording_upstream().await;
-    let gw = gateway_to(upstream)
-        .extra("[probes]\nbuiltin = true\naction = \"404\"")
-        .start()
-        .await;
+    let gw = gateway_to(upstream).extra(PROBES_404).start().await;
     // The last request of each asks to close, so the answer is complete when the gateway closes.
     let forms = [
         // Absolute form, as sent to open proxies.

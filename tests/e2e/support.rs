@@ -609,6 +609,9 @@ where
     false
 }
 
+/// The built-in scanner list on, probes answered 404.
+pub const PROBES_404: &str = "[probes]\nbuiltin = true\naction = \"404\"";
+
 /// Loopback is the trusted balancer; each test client names itself in X-Forwarded-For.
 pub const BEHIND_PROXY: &str = "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
 
