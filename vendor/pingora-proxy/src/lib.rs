@@ -352,6 +352,8 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
+                    // portcullis patch: let the proxy count and log the refusal.
+                    self.inner.request_refused(&downstream_session, 400);
                     downstream_session
                         .respond_error(400)
                         .await
@@ -385,6 +387,8 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
+            // portcullis patch: let the proxy count and log the refusal.
+            self.inner.request_refused(&downstream_session, 405);
             downstream_session
                 .respond_error(405)
                 .await

@@ -122,6 +122,20 @@ pub trait ProxyHttp {
         Ok(())
     }
 
+    /// portcullis patch: a request refused before any other phase runs.
+    ///
+    /// Pingora answers `400` when the bytes read are not an HTTP request header (or the header
+    /// is too large) and `405` to a `CONNECT`, then closes the connection; no `CTX` exists and
+    /// neither [Self::request_filter()] nor [Self::logging()] runs for such a request. `status`
+    /// is the answer about to be sent. With `405` the request header was read; with `400` it
+    /// was not, and `session.req_header()` must not be called.
+    fn request_refused(
+        &self,
+        _session: &pingora_core::protocols::http::ServerSession,
+        _status: u16,
+    ) {
+    }
+
     /// Returns whether this session is allowed to spawn subrequests.
     ///
     /// This function is checked after [Self::early_request_filter] to allow that filter to configure
