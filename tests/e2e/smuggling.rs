@@ -50,7 +50,8 @@ async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 /// the connection or goes quiet for 1 s.
 async fn exchange(port: u16, raw: &[u8]) -> String {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    conn.write_all(raw).await.unwrap();
+    // A refused connection may be reset before the write: what comes back is what counts.
+    let _ = conn.write_all(raw).await;
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
     while let Ok(Ok(n)) = timeout(Duration::from_secs(1), conn.read(&mut chunk)).await {
@@ -153,37 +154,128 @@ async fn ambiguous_framing_is_refused_with_400() {
     assert!(paths.lock().unwrap().is_empty(), "nothing is forwarded");
 }
 
+/// What scanners send that is not HTTP: a TLS hello on the plain port, a header line without a
+/// colon. Pingora answers these 400 before any request hook runs.
+const JUNK: [&str; 2] = [
+    "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03 not http\r\n\r\n",
+    "GET / HTTP/1.1\r\nhost: api\r\nbad header\r\n\r\n",
+];
+
 #[tokio::test]
-async fn malformed_requests_get_400_and_a_bad_body_counts_as_an_offense() {
+async fn malformed_requests_get_400_and_count_as_offenses() {
     let (upstream, paths) = recording_upstream().await;
     let gw = gateway_to(upstream)
         .extra("[reputation]\nmaxretry = 5\nignoreip = []")
+        .extra("[access_log]\ntarget = \"access.log\"\nformat = \"combined\"")
         .start()
         .await;
-    // A request whose body cannot be parsed reaches portcullis's hooks: 400 and an offense.
+    // A request whose body cannot be parsed: 400 from portcullis's own hooks.
     let bad_chunk = "POST /api HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n\
                      zz\r\nhello\r\n0\r\n\r\n";
     let got = exchange(gw.port, bad_chunk.as_bytes()).await;
     assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
-    // Bytes that are not an HTTP request header (a TLS hello on the plain port, a header line
-    // without a colon) are answered 400 by Pingora before any hook runs, so they are not
-    // counted (docs/configuration.md, `malformed`).
-    for junk in [
-        "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03 not http\r\n\r\n",
-        "GET / HTTP/1.1\r\nhost: api\r\nbad header\r\n\r\n",
-    ] {
+    // Bytes that are not a request header: 400 from Pingora, counted all the same.
+    for junk in JUNK {
         let got = exchange(gw.port, junk.as_bytes()).await;
         assert!(got.starts_with("HTTP/1.1 400"), "{junk:?}: {got:?}");
     }
     let malformed = &[("kind", "malformed")];
     assert_eq!(
-        gw.metric_settles("portcullis_offenses_total", malformed, 1.0)
+        gw.metric_settles("portcullis_offenses_total", malformed, 3.0)
             .await,
-        1.0
+        3.0
     );
+    let decided = &[("decision", "malformed")];
+    assert_eq!(
+        gw.metric_settles("portcullis_requests_total", decided, 3.0)
+            .await,
+        3.0
+    );
+    // Each has its access log line, the unreadable ones with nginx's empty request "-".
+    let path = gw.config_path.parent().unwrap().join("access.log");
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    let unreadable = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("\"-\" 400 0") && l.contains("decision=malformed"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            unreadable(&read()) == 2
+        })
+        .await,
+        "{}",
+        read()
+    );
+    assert!(read().contains("client=127.0.0.1"), "{}", read());
     // The header of the bad-body request was already streamed upstream; nothing else was.
     let seen = paths.lock().unwrap().clone();
     assert!(seen.iter().all(|p| p == "/api"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_peer_sending_junk_is_banned_and_then_refused_at_accept() {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .extra("[reputation]\nmaxretry = 2\nignoreip = []")
+        .start()
+        .await;
+    for junk in JUNK {
+        let got = exchange(gw.port, junk.as_bytes()).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{junk:?}: {got:?}");
+    }
+    // Banned on the second: its next connection is closed before a byte is read.
+    let got = exchange(gw.port, b"GET /api HTTP/1.1\r\nhost: api\r\n\r\n").await;
+    assert_eq!(got, "", "a banned peer gets no answer");
+    let banned = &[("reason", "banned")];
+    assert!(
+        gw.metric("portcullis_connections_refused_total", banned)
+            .await
+            >= 1.0
+    );
+    assert!(
+        paths.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn junk_relayed_by_a_trusted_proxy_bans_no_one() {
+    let (upstream, _paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .extra(BEHIND_PROXY)
+        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
+        .start()
+        .await;
+    for junk in JUNK {
+        let got = exchange(gw.port, junk.as_bytes()).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{junk:?}: {got:?}");
+    }
+    // The client behind the proxy is unknown, and the proxy itself only relayed the bytes.
+    assert_eq!(status_as(&gw, "198.51.100.7", "/api").await, 200);
+    let decided = &[("decision", "malformed")];
+    assert_eq!(gw.metric("portcullis_requests_total", decided).await, 2.0);
+    let malformed = &[("kind", "malformed")];
+    assert_eq!(gw.metric("portcullis_offenses_total", malformed).await, 0.0);
+}
+
+#[tokio::test]
+async fn connect_is_refused_and_counted_against_the_forwarded_client() {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .extra(BEHIND_PROXY)
+        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
+        .start()
+        .await;
+    // Open-proxy scanners ask the gateway to tunnel somewhere else.
+    let connect = "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\
+                   x-forwarded-for: 198.51.100.9\r\n\r\n";
+    let got = exchange(gw.port, connect.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 405"), "{got:?}");
+    // One malformed request bans (maxretry = 1) that client, and only that client.
+    assert_eq!(status_as(&gw, "198.51.100.9", "/api").await, 403);
+    assert_eq!(status_as(&gw, "198.51.100.10", "/api").await, 200);
+    assert_eq!(paths.lock().unwrap().clone(), vec!["/api".to_string()]);
 }
 
 /// The status codes of every response in `raw`, in order.

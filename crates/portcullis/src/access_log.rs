@@ -8,17 +8,19 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use prometheus::{register_int_counter, IntCounter};
 
 use crate::config::{AccessLogFormat, AccessLogSettings};
-use crate::proxy::RequestCtx;
+use crate::proxy::{Decision, RequestCtx};
 
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
@@ -83,13 +85,52 @@ impl AccessLog {
 
     /// Records one finished request.
     pub fn record(&self, session: &Session, ctx: &RequestCtx, status: u16) {
+        if self.sender.is_none() {
+            return;
+        }
+        self.send(&Entry {
+            peer: ctx.peer,
+            client: ctx.client,
+            request: Some(session.req_header()),
+            status,
+            body_bytes: session.body_bytes_sent(),
+            decision: ctx.decision.as_str(),
+            route: route_name(ctx),
+        });
+    }
+
+    /// Records a request refused before it could be proxied (see `ProxyHttp::request_refused`):
+    /// `request` is `None` when its header could not be read.
+    pub fn record_refused(
+        &self,
+        peer: Option<IpAddr>,
+        client: Option<IpAddr>,
+        request: Option<&RequestHeader>,
+        status: u16,
+        decision: Decision,
+    ) {
+        if self.sender.is_none() {
+            return;
+        }
+        self.send(&Entry {
+            peer,
+            client,
+            request,
+            status,
+            body_bytes: 0,
+            decision: decision.as_str(),
+            route: "-",
+        });
+    }
+
+    fn send(&self, entry: &Entry<'_>) {
         let Some(sender) = &self.sender else {
             return;
         };
         let line = if self.format.load(Ordering::Relaxed) == AccessLogFormat::Json as u8 {
-            json_line(session, ctx, status)
+            json_line(entry)
         } else {
-            combined_line(session, ctx, status)
+            combined_line(entry)
         };
         match sender.try_send(line) {
             Ok(()) => {}
@@ -98,6 +139,18 @@ impl AccessLog {
             }
         }
     }
+}
+
+/// What one line says.
+struct Entry<'a> {
+    peer: Option<IpAddr>,
+    client: Option<IpAddr>,
+    /// `None` when the bytes read were not an HTTP request header.
+    request: Option<&'a RequestHeader>,
+    status: u16,
+    body_bytes: usize,
+    decision: &'a str,
+    route: &'a str,
 }
 
 fn open_append(path: &PathBuf) -> Result<std::fs::File, String> {
@@ -168,17 +221,19 @@ fn write_lines(rx: Receiver<String>, mut output: Output, reopen: &AtomicBool) {
     }
 }
 
-fn header<'a>(session: &'a Session, name: &str) -> &'a str {
-    session
-        .req_header()
+fn header<'a>(entry: &'a Entry<'_>, name: &str) -> Option<&'a str> {
+    entry
+        .request?
         .headers
         .get(name)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
 }
 
-fn request_line(session: &Session) -> String {
-    let req = session.req_header();
+/// `$request`: `-` when no request header could be read, as nginx logs an empty request.
+fn request_line(entry: &Entry<'_>) -> String {
+    let Some(req) = entry.request else {
+        return "-".to_string();
+    };
     let target = req
         .uri
         .path_and_query()
@@ -193,46 +248,50 @@ fn route_name(ctx: &RequestCtx) -> &str {
     }
 }
 
+fn addr_or_dash(addr: Option<IpAddr>) -> String {
+    addr.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
 /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer"
 /// "$http_user_agent" decision=... route=... client=...`
-fn combined_line(session: &Session, ctx: &RequestCtx, status: u16) -> String {
+fn combined_line(entry: &Entry<'_>) -> String {
     let mut line = String::with_capacity(256);
-    let remote = ctx.peer.map_or_else(|| "-".to_string(), |p| p.to_string());
     let _ = write!(
         line,
-        "{remote} - - [{}] \"{}\" {status} {} \"{}\" \"{}\" decision={} route={} client={}",
+        "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\" decision={} route={} client={}",
+        addr_or_dash(entry.peer),
         time_local(SystemTime::now()),
-        escape(&request_line(session)),
-        session.body_bytes_sent(),
-        escape(header(session, "referer")),
-        escape(header(session, "user-agent")),
-        ctx.decision.as_str(),
-        route_name(ctx),
-        ctx.client
-            .map_or_else(|| "-".to_string(), |c| c.to_string()),
+        escape(&request_line(entry)),
+        entry.status,
+        entry.body_bytes,
+        escape(header(entry, "referer").unwrap_or("-")),
+        escape(header(entry, "user-agent").unwrap_or("-")),
+        entry.decision,
+        entry.route,
+        addr_or_dash(entry.client),
     );
     line.push('\n');
     line
 }
 
-fn json_line(session: &Session, ctx: &RequestCtx, status: u16) -> String {
+fn json_line(entry: &Entry<'_>) -> String {
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let req = session.req_header();
+    let req = entry.request;
     let value = serde_json::json!({
         "time": ts,
-        "remote_addr": ctx.peer.map(|p| p.to_string()),
-        "client": ctx.client.map(|c| c.to_string()),
-        "method": req.method.as_str(),
-        "uri": req.uri.to_string(),
-        "protocol": format!("{:?}", req.version),
-        "status": status,
-        "body_bytes_sent": session.body_bytes_sent(),
-        "referer": req.headers.get("referer").and_then(|v| v.to_str().ok()),
-        "user_agent": req.headers.get("user-agent").and_then(|v| v.to_str().ok()),
-        "decision": ctx.decision.as_str(),
-        "route": route_name(ctx),
+        "remote_addr": entry.peer.map(|p| p.to_string()),
+        "client": entry.client.map(|c| c.to_string()),
+        "method": req.map(|r| r.method.as_str()),
+        "uri": req.map(|r| r.uri.to_string()),
+        "protocol": req.map(|r| format!("{:?}", r.version)),
+        "status": entry.status,
+        "body_bytes_sent": entry.body_bytes,
+        "referer": header(entry, "referer"),
+        "user_agent": header(entry, "user-agent"),
+        "decision": entry.decision,
+        "route": entry.route,
     });
     let mut line = value.to_string();
     line.push('\n');

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 use portcullis_policy::reputation::OffenseKind;
@@ -194,6 +195,40 @@ impl ProxyHttp for Gateway {
         // the first; each one still goes through every filter on its own.
         session.set_pipelining_enabled(true);
         Ok(())
+    }
+
+    fn request_refused(&self, session: &ServerSession, status: u16) {
+        // Pingora refused it before any other hook: bytes that are not an HTTP request header
+        // (400; a TLS hello on the plain port, a header line without a colon) or a CONNECT
+        // (405; open-proxy scanners). Counted as a malformed request, as nginx's 400s are in
+        // fail2ban's nginx-bad-request jail.
+        let rt = self.runtime.load();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        // Only a CONNECT had its header read (405); junk can only be blamed on the peer, and
+        // never on a trusted proxy, which only relays it.
+        let request = (status == 405).then(|| session.req_header());
+        let client = peer.and_then(|peer| match request {
+            Some(req) => {
+                let values = req
+                    .headers
+                    .get_all(rt.client_ip.header().name())
+                    .iter()
+                    .map(|v| v.as_bytes());
+                Some(rt.client_ip.address(peer, values))
+            }
+            None => (!rt.client_ip.is_trusted(peer)).then_some(peer),
+        });
+        if let Some(client) = client {
+            let key = rt.client_ip.normalize(client);
+            crate::filters::offense(&rt, key, OffenseKind::Malformed, SystemClock.now_ms());
+        }
+        rt.request_counter(None, Decision::Malformed).inc();
+        Metrics::get().response_counter(status).inc();
+        rt.access_log
+            .record_refused(peer, client, request, status, Decision::Malformed);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
