@@ -179,6 +179,76 @@ async fn expect_100_continue_gets_an_interim_answer_before_the_body() {
     assert!(text.contains("HTTP/1.1 200"), "{text}");
 }
 
+/// nginx's `client_max_body_size`: 1m unless set, per server or route, `0` for no limit.
+#[tokio::test]
+async fn a_declared_body_over_client_max_body_size_gets_413_before_the_upstream() {
+    let up = upstream().run().await;
+    let gw = gateway(&up)
+        .route_path("/small")
+        .route("client_max_body_size = \"1k\"")
+        .extra("[[route]]\npath = \"/\"\nupstream = \"api\"")
+        .extra("[[route]]\npath = \"/unlimited\"\nupstream = \"api\"\nclient_max_body_size = 0")
+        .start()
+        .await;
+    let post = |path: &str, len: usize| client().post(gw.url(path)).body(vec![b'x'; len]).send();
+    assert_eq!(post("/small", 1024).await.unwrap().status(), 200);
+    assert_eq!(post("/small", 1025).await.unwrap().status(), 413);
+    assert_eq!(
+        post("/", 1 << 20).await.unwrap().status(),
+        200,
+        "1m by default"
+    );
+    assert_eq!(post("/", (1 << 20) + 1).await.unwrap().status(), 413);
+    assert_eq!(post("/unlimited", 3 << 20).await.unwrap().status(), 200);
+
+    // A client that asks first is told before it sends a byte of the body.
+    let expect = b"POST /small HTTP/1.1\r\nhost: api\r\ncontent-length: 10485760\r\n\
+                   expect: 100-continue\r\n\r\n";
+    let (mut conn, mut buf, text) = send_raw(gw.port, expect, b"\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    // ... and the connection is closed, not left waiting for a body.
+    let mut rest = [0u8; 256];
+    let closed = timeout(Duration::from_secs(5), async {
+        loop {
+            match conn.read(&mut rest).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&rest[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after 413");
+
+    let paths: Vec<String> = up.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/small", "/", "/unlimited"]);
+    let too_large = &[("decision", "too_large")];
+    assert_eq!(
+        gw.metric_settles("portcullis_requests_total", too_large, 3.0)
+            .await,
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_cut_off_with_413_once_it_passes_the_limit() {
+    let gw = gateway_to(http_upstream().await)
+        .route("client_max_body_size = \"1k\"")
+        .start()
+        .await;
+    let chunk = format!("200\r\n{}\r\n", "y".repeat(0x200));
+    let within = format!(
+        "POST /echo HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n"
+    );
+    let (_, _, text) = send_raw(gw.port, within.as_bytes(), b"yyyy").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    let over = format!(
+        "POST /echo HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n{chunk}{chunk}{chunk}0\r\n\r\n"
+    );
+    let (_, _, text) = send_raw(gw.port, over.as_bytes(), b"\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+}
+
 #[tokio::test]
 async fn large_and_streamed_responses_arrive_byte_for_byte() {
     let gw = gateway_to(http_upstream().await).start().await;

@@ -50,13 +50,15 @@ pub enum Decision {
     Inflight,
     /// The request could not be understood.
     Malformed,
+    /// The request body is larger than the route's `client_max_body_size`.
+    TooLarge,
     /// Routed, but the upstream failed.
     UpstreamError,
 }
 
 impl Decision {
     /// Every decision, in declaration order (`as usize` indexes this).
-    pub const ALL: [Decision; 12] = [
+    pub const ALL: [Decision; 13] = [
         Decision::Undecided,
         Decision::Proxied,
         Decision::Delayed,
@@ -68,6 +70,7 @@ impl Decision {
         Decision::RateLimited,
         Decision::Inflight,
         Decision::Malformed,
+        Decision::TooLarge,
         Decision::UpstreamError,
     ];
 
@@ -85,6 +88,7 @@ impl Decision {
             Decision::RateLimited => "rate_limited",
             Decision::Inflight => "inflight_limited",
             Decision::Malformed => "malformed",
+            Decision::TooLarge => "too_large",
             Decision::UpstreamError => "upstream_error",
         }
     }
@@ -115,6 +119,10 @@ pub struct RequestCtx {
     pub connect_failed: bool,
     /// Guards held while the request is in flight (released on drop).
     pub inflight: Vec<crate::inflight::Guard>,
+    /// The route's `client_max_body_size`; `None`: no limit.
+    pub body_limit: Option<u64>,
+    /// Request body bytes passed on so far.
+    pub body_bytes: u64,
 }
 
 impl RequestCtx {
@@ -158,6 +166,14 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Answers 413 and closes the connection: the body is not read (a client that sent
+    /// `Expect: 100-continue` never sends it).
+    async fn refuse_too_large(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.decision = Decision::TooLarge;
+        session.set_keepalive(None);
+        self.refuse(session, 413, TOO_LARGE, &[]).await
+    }
+
     /// Closes the connection without a response (nginx's 444).
     pub(crate) fn drop_connection(ctx: &mut RequestCtx) -> Result<bool> {
         ctx.drop_connection = true;
@@ -166,6 +182,19 @@ impl Gateway {
             "closed without response by policy",
         ))
     }
+}
+
+const TOO_LARGE: &str = "413 Request Entity Too Large\n";
+
+/// The body length the request declares (`Content-Length`); 0 when it declares none.
+fn declared_body_len(session: &Session) -> u64 {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The request's Host: the Host header, or the authority of an absolute URI (HTTP/2).
@@ -274,6 +303,16 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route);
 
+        // A declared body over the limit is refused before it is read, and before any limit
+        // spends a token on it (nginx checks client_max_body_size first too).
+        ctx.body_limit = rt.settings.routes[route].max_body;
+        if ctx
+            .body_limit
+            .is_some_and(|max| declared_body_len(session) > max)
+        {
+            return self.refuse_too_large(session, ctx).await;
+        }
+
         if let Some(answered) =
             crate::filters::after_route(self, session, ctx, &rt, route, key, now).await?
         {
@@ -370,7 +409,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         // An HTTP/2 client ends a body of unknown length with an empty DATA frame. Pingora 0.9
         // writes that empty chunk to a chunked HTTP/1 upstream as a terminator and then writes
@@ -378,6 +417,18 @@ impl ProxyHttp for Gateway {
         // on a kept-alive connection (cloudflare/pingora#935). No data is the same end, once.
         if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
             *body = None;
+        }
+        // A body without a declared length is streamed: refuse it once it passes the limit.
+        // The upstream has the start of it and its connection is closed, never reused.
+        if let (Some(max), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > max {
+                ctx.decision = Decision::TooLarge;
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body larger than client_max_body_size",
+                ));
+            }
         }
         Ok(())
     }
@@ -458,6 +509,7 @@ impl ProxyHttp for Gateway {
                 502 => "502 Bad Gateway: the upstream is unavailable\n",
                 504 => "504 Gateway Timeout: the upstream did not answer in time\n",
                 400 => "400 Bad Request\n",
+                413 => TOO_LARGE,
                 403 | 404 | 429 | 503 => crate::filters::refusal_body(code),
                 _ => "error\n",
             };

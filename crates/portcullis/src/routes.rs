@@ -77,6 +77,7 @@ mod tests {
             path: path.into(),
             upstream: 0,
             zones: vec![],
+            max_body: None,
         }
     }
 

@@ -106,6 +106,9 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Idle upstream connections kept for reuse.
     pub upstream_keepalive: usize,
+    /// Largest request body accepted (nginx's `client_max_body_size`); `None`: no limit.
+    /// Routes may set their own.
+    pub client_max_body_size: Option<u64>,
 }
 
 /// One TLS listener.
@@ -156,6 +159,8 @@ pub struct RouteSettings {
     pub upstream: usize,
     /// Indices into [`Settings::zones`].
     pub zones: Vec<usize>,
+    /// Largest request body accepted on this route; `None`: no limit.
+    pub max_body: Option<u64>,
 }
 
 /// What to do with a request that matched a probe rule or a ban.

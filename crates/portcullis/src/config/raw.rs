@@ -41,6 +41,15 @@ pub struct RawServer {
     pub threads: Option<i64>,
     pub shutdown_grace: Option<String>,
     pub upstream_keepalive: Option<i64>,
+    pub client_max_body_size: Option<RawSize>,
+}
+
+/// A size as nginx writes it (`"1m"`, `"512k"`, `"0"`) or a number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(i64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +101,7 @@ pub struct RawRoute {
     pub upstream: String,
     #[serde(default)]
     pub rate_limit: Vec<String>,
+    pub client_max_body_size: Option<RawSize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -147,3 +147,42 @@ fn reputation_keys_clients_like_client_ip() {
     assert_eq!(s.reputation.as_ref().unwrap().engine.ipv6_prefix, 48);
     assert_eq!(s.client_ip_prefix(), 48);
 }
+
+#[test]
+fn body_size_limits_follow_nginx() {
+    // nginx's default, 1m, applies to every route unless set.
+    let s = parse(MINIMAL).unwrap();
+    assert_eq!(s.server.client_max_body_size, Some(1 << 20));
+    assert_eq!(s.routes[0].max_body, Some(1 << 20));
+
+    let text = MINIMAL
+        .replace(
+            "[server]\n",
+            "[server]\nclient_max_body_size = \"10M\"\n",
+        )
+        .replace(
+            "upstream = \"api\"\n",
+            "upstream = \"api\"\n\n[[route]]\npath = \"/upload\"\nupstream = \"api\"\nclient_max_body_size = 0\n\n[[route]]\npath = \"/small\"\nupstream = \"api\"\nclient_max_body_size = \"512k\"\n",
+        );
+    let s = parse(&text).unwrap();
+    assert_eq!(s.routes[0].max_body, Some(10 << 20));
+    assert_eq!(s.routes[1].max_body, None, "0 means no limit");
+    assert_eq!(s.routes[2].max_body, Some(512 << 10));
+    assert_eq!(validate::parse_size("4096"), Some(4096));
+    assert_eq!(validate::parse_size("1g"), Some(1 << 30));
+
+    for bad in ["\"1mb\"", "\"-1\"", "\"m\"", "\"1.5m\"", "-5"] {
+        let text = MINIMAL.replace(
+            "[server]\n",
+            &format!("[server]\nclient_max_body_size = {bad}\n"),
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err[0].key, "server.client_max_body_size", "{bad}");
+        assert_eq!(err[0].line, Some(3), "{bad}");
+        assert!(
+            err[0].message.contains("not a size"),
+            "{bad}: {}",
+            err[0].message
+        );
+    }
+}

@@ -86,6 +86,39 @@ impl<'a> Check<'a> {
         }
     }
 
+    /// Parses a size as nginx writes it: bytes, or a number with `k`, `m` or `g` (powers of
+    /// 1024). `0` means no limit (`None`), as in nginx.
+    pub(super) fn size(
+        &mut self,
+        key: &str,
+        value: Option<&RawSize>,
+        default: Option<u64>,
+    ) -> Option<u64> {
+        let bytes = match value {
+            None => return default,
+            Some(RawSize::Bytes(n)) => u64::try_from(*n).ok(),
+            Some(RawSize::Text(t)) => parse_size(t),
+        };
+        match bytes {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => {
+                let shown = match value {
+                    Some(RawSize::Text(t)) => format!("{t:?}"),
+                    Some(RawSize::Bytes(n)) => n.to_string(),
+                    None => String::new(),
+                };
+                self.err(
+                    key,
+                    format!(
+                        "{shown} is not a size; write e.g. \"1m\", \"512k\", or \"0\" for no limit"
+                    ),
+                );
+                default
+            }
+        }
+    }
+
     /// Parses a CIDR or a bare address (a /32 or /128).
     pub(super) fn net(&mut self, key: &str, value: &str) -> Option<IpNet> {
         parse_net(value).or_else(|| {
@@ -118,6 +151,26 @@ pub fn parse_net(value: &str) -> Option<IpNet> {
         .ok()
         .or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from))
         .map(|n| n.trunc())
+}
+
+/// Parses `"1048576"`, `"512k"`, `"1m"`, `"1g"` (case-insensitive, powers of 1024) into bytes.
+pub fn parse_size(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let (digits, unit) = match v.char_indices().last()? {
+        (at, c) if c.is_ascii_alphabetic() => (&v[..at], c.to_ascii_lowercase()),
+        _ => (v, ' '),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let shift = match unit {
+        ' ' => 0,
+        'k' => 10,
+        'm' => 20,
+        'g' => 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// Byte offset in the document of the key named by a path like `route[1].upstream`; where a
@@ -227,6 +280,12 @@ pub(super) fn validate(
             0..=65536,
             128,
         ) as usize,
+        // nginx's default: an API that takes larger uploads says so, per server or route.
+        client_max_body_size: c.size(
+            "server.client_max_body_size",
+            s.client_max_body_size.as_ref(),
+            Some(1024 * 1024),
+        ),
     };
 
     // [metrics], [admin]
@@ -379,12 +438,18 @@ pub(super) fn validate(
             Some(h) => format!("{h}{path}"),
             None => path.clone(),
         });
+        let max_body = c.size(
+            &format!("{key}.client_max_body_size"),
+            r.client_max_body_size.as_ref(),
+            server.client_max_body_size,
+        );
         routes.push(RouteSettings {
             name,
             host,
             path,
             upstream,
             zones,
+            max_body,
         });
     }
     if routes.is_empty() && c.errors.is_empty() {
