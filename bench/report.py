@@ -150,7 +150,10 @@ def attack(d):
         for line in open(logf):
             parts = line.split()
             if len(parts) >= 4:
-                log.append((float(parts[0]) * 1000.0, parts[1], int(parts[2]), parts[3]))
+                logged = float(parts[0]) * 1000.0
+                # When the request reached the upstream: logged minus $request_time.
+                arrived = logged - float(parts[4]) * 1000.0 if len(parts) >= 5 else logged
+                log.append((logged, parts[1], int(parts[2]), parts[3], arrived))
     legit_ip = open(os.path.join(d, "legit.ip")).read().strip() if os.path.exists(os.path.join(d, "legit.ip")) else ""
 
     print("Legitimate client (GET /, steady rate, own X-Forwarded-For; latency from the scheduled send time, "
@@ -172,7 +175,7 @@ def attack(d):
     print("Flood (wrk, random X-Forwarded-For from 198.18.0.0/15, probe paths and /missing/*):")
     print()
     print("| proxy | flood requests | flood req/s | answers by status | flood requests reaching the upstream | "
-          "of which after the client's ban (+0 ms / +10 ms / +1 s) | banned clients | gateway CPU s | CPU s / 100k flood req | peak RSS (MiB) | "
+          "of which arrived after the client's ban (+0 ms / +10 ms / +1 s) | banned clients | gateway CPU s | CPU s / 100k flood req | peak RSS (MiB) | "
           "flood p99 / max (ms) | longest upstream silence (ms) |")
     print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
     notes = []
@@ -187,7 +190,7 @@ def attack(d):
                 bans[b["net"].split("/")[0]] = b["created_ms"]
         after = []
         for slack in (0, 10, 1000):
-            after.append(sum(1 for e in flood if e[1] in bans and e[0] > bans[e[1]] + slack))
+            after.append(sum(1 for e in flood if e[1] in bans and e[4] > bans[e[1]] + slack))
         c = read_num(os.path.join(d, f"attack-{p}.cpu"))
         rss = read_num(os.path.join(d, f"attack-{p}.rss"))
         per = c / w["requests"] * 1e5 if c is not None and w["requests"] else None
@@ -202,10 +205,14 @@ def attack(d):
         if gap is not None and gap >= 200:
             notes.append(f"{p}: nothing reached the upstream for {gap:.0f} ms, {(gap_at - start) / 1000:.1f} s into the "
                          f"flood: the gateway or the upstream stood still (compare the flood's max latency)")
-        if bans and after[0]:
-            late = sorted((e[0] - bans[e[1]], e[1], e[3]) for e in flood if e[1] in bans and e[0] > bans[e[1]])
-            notes.append(f"{p}: upstream log time minus ban time for the requests logged after their client's ban (ms): "
-                         f"{', '.join(f'{x[0]:.0f}' for x in late[:20])}")
+        if bans:
+            # Logged after the ban is not sent after it: a request already on its way when the
+            # ban was made arrives (and is logged) a moment later.
+            late = sorted((e[4] - bans[e[1]], e[0] - bans[e[1]]) for e in flood if e[1] in bans and e[0] > bans[e[1]])
+            if late:
+                notes.append(f"{p}: {len(late)} request(s) logged by the upstream after their client's ban; arrival and "
+                             f"log time minus ban time (ms): "
+                             f"{', '.join(f'{a:.0f}/{l:.0f}' for a, l in late[:20])}")
     # After the table: a line inside it would end the table in Markdown.
     if notes:
         print()
