@@ -217,3 +217,31 @@ async fn damaged_state_files_are_reported_and_never_stop_startup() {
     assert_eq!(status_as(&gw, "203.0.113.2", "/").await, 200);
     assert!(gw.log().contains("damaged"), "{}", gw.log());
 }
+
+/// A log collector that stops reading (a stalled journald, a paused `| less`) fills the pipe
+/// behind stderr; the proxy must go on serving and count what it could not log.
+#[tokio::test]
+async fn a_stderr_nobody_reads_does_not_stop_the_proxy() {
+    let up = upstream().run().await;
+    // Pingora's debug lines: well over a pipe's 64 KiB within the requests below.
+    let gw = gateway(&up)
+        .log_level("debug")
+        .stderr_never_read()
+        .start()
+        .await;
+    let client = client();
+    for i in 0..1500 {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get(gw.url(&format!("/r{i}"))).send(),
+        )
+        .await;
+        let status = sent
+            .unwrap_or_else(|_| panic!("request {i} hung"))
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "request {i}");
+    }
+    // The pipe did fill up: lines were dropped, not waited for.
+    assert!(gw.metric("portcullis_log_dropped_total", &[]).await > 0.0);
+}

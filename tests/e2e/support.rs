@@ -212,6 +212,11 @@ pub struct Gateway {
     pub dir: Arc<tempfile::TempDir>,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// `RUST_LOG` for the binary.
+    log_level: String,
+    /// With [`GatewayBuilder::stderr_never_read`]: the read end of the binary's stderr, held
+    /// open and never read, as a stalled log collector would.
+    unread_stderr: Option<Option<std::process::ChildStderr>>,
 }
 
 pub fn binary() -> &'static str {
@@ -229,6 +234,8 @@ pub struct GatewayBuilder {
     dir: Option<Arc<tempfile::TempDir>>,
     ports: Option<(u16, u16, u16)>,
     root_path: String,
+    log_level: String,
+    stderr_never_read: bool,
 }
 
 pub fn gateway(up: &Upstream) -> GatewayBuilder {
@@ -247,6 +254,8 @@ pub fn gateway_to(addr: SocketAddr) -> GatewayBuilder {
         dir: None,
         ports: None,
         root_path: "/".into(),
+        log_level: "info".into(),
+        stderr_never_read: false,
     }
 }
 
@@ -283,6 +292,16 @@ impl GatewayBuilder {
     pub fn server(mut self, toml: &str) -> Self {
         self.server_extra.push_str(toml);
         self.server_extra.push('\n');
+        self
+    }
+    /// `RUST_LOG` for the binary (default "info").
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = level.into();
+        self
+    }
+    /// The binary's stderr goes to a pipe that nobody reads (its log is then empty).
+    pub fn stderr_never_read(mut self) -> Self {
+        self.stderr_never_read = true;
         self
     }
     /// Keys added to `[admin]`.
@@ -360,6 +379,8 @@ level = "info"
         let log_path = dir.path().join(format!("gateway-{}.log", free_port()));
         let mut gw = Gateway {
             child: None,
+            log_level: self.log_level.clone(),
+            unread_stderr: self.stderr_never_read.then_some(None),
             port,
             metrics_port,
             admin_port,
@@ -376,15 +397,22 @@ level = "info"
 impl Gateway {
     fn spawn(&mut self) {
         let log = std::fs::File::create(&self.log_path).unwrap();
-        let child = Command::new(binary())
+        let stderr = match self.unread_stderr {
+            Some(_) => Stdio::piped(),
+            None => Stdio::from(log.try_clone().unwrap()),
+        };
+        let mut child = Command::new(binary())
             .args(["run", "--config"])
             .arg(&self.config_path)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .env("RUST_LOG", &self.log_level)
+            .stdout(log)
+            .stderr(stderr)
             .stdin(Stdio::null())
             .spawn()
             .expect("start portcullis");
+        if let Some(held) = self.unread_stderr.as_mut() {
+            *held = child.stderr.take();
+        }
         self.child = Some(child);
     }
 

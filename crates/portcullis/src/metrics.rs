@@ -164,6 +164,7 @@ pub struct EngineCollector {
     offenders: IntGauge,
     offender_evictions: IntCounter,
     inflight: IntGauge,
+    log_dropped: IntCounter,
     last_zone_evictions: Mutex<HashMap<String, u64>>,
 }
 
@@ -230,6 +231,11 @@ impl EngineCollector {
                 "Requests being forwarded now.",
             ))
             .expect("valid metric"),
+            log_dropped: IntCounter::with_opts(opts(
+                "portcullis_log_dropped_total",
+                "Diagnostic log lines dropped because stderr did not keep up.",
+            ))
+            .expect("valid metric"),
             last_zone_evictions: Mutex::new(HashMap::new()),
         };
         if let Err(e) = prometheus::register(Box::new(c)) {
@@ -258,6 +264,7 @@ impl Collector for EngineCollector {
         d.extend(self.offenders.desc());
         d.extend(self.offender_evictions.desc());
         d.extend(self.inflight.desc());
+        d.extend(self.log_dropped.desc());
         d
     }
 
@@ -290,6 +297,7 @@ impl Collector for EngineCollector {
         self.offenders.set(stats.offenders as i64);
         mirror(&self.offender_evictions, stats.evictions);
         self.inflight.set(f.caps.total_inflight() as i64);
+        mirror(&self.log_dropped, crate::logging::dropped_lines());
 
         let mut out = Vec::new();
         out.extend(self.zone_clients.collect());
@@ -301,6 +309,7 @@ impl Collector for EngineCollector {
         out.extend(self.offenders.collect());
         out.extend(self.offender_evictions.collect());
         out.extend(self.inflight.collect());
+        out.extend(self.log_dropped.collect());
         out
     }
 }

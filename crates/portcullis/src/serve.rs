@@ -27,7 +27,7 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::logging::init(&settings.log);
+    let _log_writer = crate::logging::init(&settings.log);
     Metrics::get();
 
     let mut conf = ServerConf {
