@@ -249,6 +249,34 @@ async fn a_chunked_body_is_cut_off_with_413_once_it_passes_the_limit() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
 }
 
+/// nginx's `keepalive_timeout`: an idle client connection is closed, not kept forever.
+#[tokio::test]
+async fn an_idle_keepalive_connection_is_closed_after_keepalive_timeout() {
+    let gw = gateway_to(http_upstream().await)
+        .server("keepalive_timeout = \"1s\"")
+        .start()
+        .await;
+    let get = b"GET /a HTTP/1.1\r\nhost: api\r\n\r\n";
+    let (mut conn, mut buf, text) = send_raw(gw.port, get, b"ok").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Still usable while less than the timeout has passed.
+    buf.clear();
+    conn.write_all(get).await.unwrap();
+    let text = read_until(&mut conn, &mut buf, b"ok").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let idle = std::time::Instant::now();
+    let mut rest = [0u8; 64];
+    let read = timeout(Duration::from_secs(10), conn.read(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "not closed within 10 s: {read:?}"
+    );
+    assert!(
+        idle.elapsed() >= Duration::from_millis(900),
+        "closed too early"
+    );
+}
+
 #[tokio::test]
 async fn large_and_streamed_responses_arrive_byte_for_byte() {
     let gw = gateway_to(http_upstream().await).start().await;

@@ -264,6 +264,12 @@ impl ProxyHttp for Gateway {
         let rt = self.runtime.load_full();
         ctx.rt = Some(rt.clone());
         let now = SystemClock.now_ms();
+        // nginx's keepalive_timeout: left alone, Pingora keeps an idle HTTP/1.1 connection open
+        // forever. Only where keep-alive is on: an HTTP/1.0 client that did not ask for it
+        // waits for the close.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(rt.settings.server.keepalive_timeout);
+        }
 
         // 1. Who is asking.
         let peer = session

@@ -109,6 +109,9 @@ pub struct ServerSettings {
     /// Largest request body accepted (nginx's `client_max_body_size`); `None`: no limit.
     /// Routes may set their own.
     pub client_max_body_size: Option<u64>,
+    /// Whole seconds an idle client connection is kept open between requests (nginx's
+    /// `keepalive_timeout`, at least 1); `None`: keep-alive off.
+    pub keepalive_timeout: Option<u64>,
 }
 
 /// One TLS listener.

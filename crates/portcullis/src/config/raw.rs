@@ -42,6 +42,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<String>,
     pub upstream_keepalive: Option<i64>,
     pub client_max_body_size: Option<RawSize>,
+    pub keepalive_timeout: Option<String>,
 }
 
 /// A size as nginx writes it (`"1m"`, `"512k"`, `"0"`) or a number of bytes.

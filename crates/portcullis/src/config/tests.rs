@@ -186,3 +186,25 @@ fn body_size_limits_follow_nginx() {
         );
     }
 }
+
+#[test]
+fn keepalive_timeout_follows_nginx() {
+    assert_eq!(parse(MINIMAL).unwrap().server.keepalive_timeout, Some(75));
+    let with = |v: &str| {
+        parse(&MINIMAL.replace(
+            "[server]\n",
+            &format!("[server]\nkeepalive_timeout = \"{v}\"\n"),
+        ))
+    };
+    assert_eq!(
+        with("0s").unwrap().server.keepalive_timeout,
+        None,
+        "0 turns it off"
+    );
+    // Pingora counts whole seconds and reads 0 as "forever": round up.
+    assert_eq!(with("500ms").unwrap().server.keepalive_timeout, Some(1));
+    assert_eq!(with("2m").unwrap().server.keepalive_timeout, Some(120));
+    let err = with("soon").unwrap_err();
+    assert_eq!(err[0].key, "server.keepalive_timeout");
+    assert_eq!(err[0].line, Some(3));
+}

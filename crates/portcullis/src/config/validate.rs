@@ -153,6 +153,16 @@ pub fn parse_net(value: &str) -> Option<IpNet> {
         .map(|n| n.trunc())
 }
 
+/// `keepalive_timeout` in Pingora's terms: whole seconds, at least 1 (Pingora reads 0 as
+/// "forever"); zero turns keep-alive off, as in nginx.
+fn keepalive_secs(d: Duration) -> Option<u64> {
+    if d.is_zero() {
+        None
+    } else {
+        Some(d.as_secs_f64().ceil() as u64)
+    }
+}
+
 /// Parses `"1048576"`, `"512k"`, `"1m"`, `"1g"` (case-insensitive, powers of 1024) into bytes.
 pub fn parse_size(value: &str) -> Option<u64> {
     let v = value.trim();
@@ -286,6 +296,11 @@ pub(super) fn validate(
             s.client_max_body_size.as_ref(),
             Some(1024 * 1024),
         ),
+        keepalive_timeout: keepalive_secs(c.duration(
+            "server.keepalive_timeout",
+            s.keepalive_timeout.as_deref(),
+            Duration::from_secs(75),
+        )),
     };
 
     // [metrics], [admin]
