@@ -566,3 +566,38 @@ async fn http2_clients_get_the_same_bodies_from_an_http1_upstream() {
         "the upstream got bytes that are not HTTP"
     );
 }
+
+/// Connections the gateway holds open in state ESTABLISHED on its local `port` (from
+/// /proc/net/tcp: loopback IPv4 only, as every test listens on 127.0.0.1).
+fn established_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == local && f[3] == "01"
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_keepalive_timeout() {
+    let (gw, h2, port) =
+        with_tls(gateway_to(http_upstream().await).server("keepalive_timeout = \"1s\"")).await;
+    let resp = h2
+        .get(format!("https://localhost:{port}/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.text().await.unwrap(), "ok");
+    assert_eq!(established_on(port), 1, "the client keeps its connection");
+    // The gateway closes it once idle for keepalive_timeout (polled, bounded).
+    let closed = eventually(Duration::from_secs(10), || async {
+        established_on(port) == 0
+    })
+    .await;
+    assert!(closed, "still open; log:\n{}", gw.log());
+}

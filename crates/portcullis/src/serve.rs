@@ -3,8 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -58,6 +60,7 @@ pub fn run(path: &Path) -> ExitCode {
     let tls = settings.server.tls.clone();
     let metrics_addr = settings.metrics;
     let admin = settings.admin.clone();
+    let keepalive = settings.server.keepalive_timeout;
     let runtime = match Runtime::build(settings, None) {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,6 +76,15 @@ pub fn run(path: &Path) -> ExitCode {
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
+    if let Some(proxy) = proxy.app_logic_mut() {
+        // keepalive_timeout for HTTP/2 too, as nginx has it since http2_idle_timeout went away
+        // (Pingora keeps an idle HTTP/2 connection forever otherwise). HTTP/1.1 connections
+        // get it per request, so a reload changes it there (proxy.rs). With keep-alive off,
+        // an HTTP/2 connection closes as soon as it has been idle for a second.
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(Duration::from_secs(keepalive.unwrap_or(1)));
+        proxy.server_options = Some(options);
+    }
     crate::accept::register_metrics();
     proxy.set_connection_filter(Arc::new(crate::accept::BanAtAccept {
         runtime: shared.clone(),
