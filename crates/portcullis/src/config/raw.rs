@@ -46,11 +46,30 @@ pub struct RawServer {
 }
 
 /// A size as nginx writes it (`"1m"`, `"512k"`, `"0"`) or a number of bytes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawSize {
     Bytes(i64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl serde::de::Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                // Named here so a type error reads like the other size errors.
+                f.write_str("a size such as \"1m\" or \"512k\", or a number of bytes")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(SizeVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

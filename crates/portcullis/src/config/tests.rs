@@ -185,6 +185,14 @@ fn body_size_limits_follow_nginx() {
             err[0].message
         );
     }
+    let err = parse(&MINIMAL.replace("[server]\n", "[server]\nclient_max_body_size = true\n"))
+        .unwrap_err();
+    assert_eq!(err[0].key, "server.client_max_body_size");
+    assert!(
+        err[0].message.contains("expected a size"),
+        "{}",
+        err[0].message
+    );
 }
 
 #[test]
