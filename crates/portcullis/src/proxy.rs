@@ -346,6 +346,8 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(upstream.settings.read_timeout);
         ctx.tries += 1;
         ctx.upstream = Some((addr, Instant::now()));
+        // A retry replays the body from its start: count it from there against the limit.
+        ctx.body_bytes = 0;
         Ok(Box::new(peer))
     }
 
