@@ -1,7 +1,9 @@
 //! Request smuggling: the gateway and the upstream must agree on where each request ends.
 //! Where they disagree, a scanner probe refused at the gateway rides inside an allowed
 //! request's body and reaches the upstream as a request of its own. Also the request forms
-//! scanners use to the same end (absolute form, HTTP/1.0, pipelining), and malformed requests.
+//! scanners use to the same end (absolute form, HTTP/1.0, pipelining), malformed requests, and
+//! 400 seeded mutations of valid ones (on this seed: ~75 % 400, 15 % 200, the rest probes and
+//! CONNECTs).
 //!
 //! The upstream is hyper's HTTP/1.1 server (strict, RFC 9112 framing), which records every
 //! request it parses; each payload hides `GET /.env`, which the gateway refuses on sight.
@@ -314,4 +316,119 @@ async fn request_forms_scanners_use_do_not_hide_a_probe() {
         assert_eq!(statuses(&got), want, "{raw:?} got {got:?}");
     }
     assert_eq!(*paths.lock().unwrap(), ["/a", "/b", "/c"]);
+}
+
+/// xorshift64*: a fixed seed gives the same cases on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// `seed` changed in a few places: bytes replaced, inserted, deleted, a line repeated.
+fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut raw = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(raw.len());
+        match rng.below(4) {
+            0 => raw[at] = rng.next() as u8,
+            1 => raw.insert(at, b"\0\r\n: %/\\\"\xff"[rng.below(10)]),
+            2 if raw.len() > 1 => {
+                raw.remove(at);
+            }
+            _ => {
+                let start = raw[..at]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let end = raw[at..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(raw.len(), |i| at + i + 1);
+                let line = raw[start..end].to_vec();
+                raw.splice(end..end, line);
+            }
+        }
+    }
+    raw
+}
+
+/// Sends `raw` and returns the first line that comes back within 300 ms, if any.
+async fn first_line(port: u16, raw: Vec<u8>) -> Option<String> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let _ = conn.write_all(&raw).await;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        while !got.windows(2).any(|w| w == b"\r\n") {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = timeout(Duration::from_millis(300), read).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.lines().next().map(str::to_string)
+}
+
+#[tokio::test]
+async fn mutated_requests_get_an_answer_and_never_an_internal_error() {
+    let (upstream, _paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .extra(BEHIND_PROXY)
+        .extra(PROBES_404)
+        .extra("[reputation]\nmaxretry = 1000\nignoreip = []")
+        .route("client_max_body_size = \"1k\"")
+        .start()
+        .await;
+    let seeds: [&[u8]; 5] = [
+        b"GET /api/items?q=1 HTTP/1.1\r\nhost: api\r\nx-forwarded-for: 198.51.100.1, 10.0.0.1\r\nuser-agent: curl/8\r\n\r\n",
+        b"POST /api HTTP/1.1\r\nhost: api\r\ncontent-length: 5\r\nx-forwarded-for: 198.51.100.2\r\n\r\nhello",
+        b"POST /api HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET /.env HTTP/1.0\r\nx-forwarded-for: 2001:db8::1\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+    ];
+    let mut rng = Rng(0x5eed_cafe_f00d_0001);
+    let mut cases = Vec::new();
+    for i in 0..400 {
+        cases.push(mutate(seeds[i % seeds.len()], &mut rng));
+    }
+    // 400 cases, 50 at a time: each waits at most 300 ms for its answer.
+    let mut answers = Vec::new();
+    for batch in cases.chunks(50) {
+        let tasks: Vec<_> = batch
+            .iter()
+            .map(|raw| tokio::spawn(first_line(gw.port, raw.clone())))
+            .collect();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+    }
+    for (raw, answer) in cases.iter().zip(&answers) {
+        let Some(line) = answer else { continue };
+        let status: u16 = line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("{line:?} answering {:?}", String::from_utf8_lossy(raw)));
+        assert!(
+            status < 500,
+            "{line} answering {:?}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    let answered = answers.iter().filter(|a| a.is_some()).count();
+    assert!(answered > 300, "only {answered} of 400 answered");
+    // Still serving, and nothing panicked on the way.
+    assert_eq!(status_as(&gw, "198.51.100.9", "/api").await, 200);
+    assert!(!gw.log().contains("panicked"), "{}", gw.log());
 }
