@@ -51,12 +51,17 @@ async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 /// Sends `raw` on a fresh connection and returns what comes back until the gateway closes
 /// the connection or goes quiet for 1 s.
 async fn exchange(port: u16, raw: &[u8]) -> String {
+    exchange_within(port, raw, Duration::from_secs(1)).await
+}
+
+/// [`exchange`], giving up after `quiet` without a byte.
+async fn exchange_within(port: u16, raw: &[u8], quiet: Duration) -> String {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     // A refused connection may be reset before the write: what comes back is what counts.
     let _ = conn.write_all(raw).await;
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
-    while let Ok(Ok(n)) = timeout(Duration::from_secs(1), conn.read(&mut chunk)).await {
+    while let Ok(Ok(n)) = timeout(quiet, conn.read(&mut chunk)).await {
         if n == 0 {
             break;
         }
@@ -361,23 +366,10 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
     raw
 }
 
-/// Sends `raw` and returns the first line that comes back within 300 ms, if any.
+/// The first line the gateway answers `raw` with, if any (waiting at most 300 ms per read).
 async fn first_line(port: u16, raw: Vec<u8>) -> Option<String> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let _ = conn.write_all(&raw).await;
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 1024];
-    let read = async {
-        while !got.windows(2).any(|w| w == b"\r\n") {
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    let _ = timeout(Duration::from_millis(300), read).await;
-    let text = String::from_utf8_lossy(&got).into_owned();
-    text.lines().next().map(str::to_string)
+    let got = exchange_within(port, &raw, Duration::from_millis(300)).await;
+    got.lines().next().map(str::to_string)
 }
 
 #[tokio::test]
