@@ -85,9 +85,6 @@ impl AccessLog {
 
     /// Records one finished request.
     pub fn record(&self, session: &Session, ctx: &RequestCtx, status: u16) {
-        if self.sender.is_none() {
-            return;
-        }
         self.send(&Entry {
             peer: ctx.peer,
             client: ctx.client,
@@ -109,9 +106,6 @@ impl AccessLog {
         status: u16,
         decision: Decision,
     ) {
-        if self.sender.is_none() {
-            return;
-        }
         self.send(&Entry {
             peer,
             client,

@@ -11,7 +11,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -197,6 +197,17 @@ fn declared_body_len(session: &Session) -> u64 {
         .unwrap_or(0)
 }
 
+/// The client `peer` speaks for: itself, or, when it is a trusted proxy, the address its
+/// forwarding header names (`[client_ip]`).
+fn client_of(rt: &Runtime, peer: IpAddr, req: &RequestHeader) -> IpAddr {
+    let values = req
+        .headers
+        .get_all(rt.client_ip.header().name())
+        .iter()
+        .map(|v| v.as_bytes());
+    rt.client_ip.address(peer, values)
+}
+
 /// The request's Host: the Host header, or the authority of an absolute URI (HTTP/2).
 fn request_host(session: &Session) -> Option<&str> {
     let req = session.req_header();
@@ -240,14 +251,7 @@ impl ProxyHttp for Gateway {
         // never on a trusted proxy, which only relays it.
         let request = (status == 405).then(|| session.req_header());
         let client = peer.and_then(|peer| match request {
-            Some(req) => {
-                let values = req
-                    .headers
-                    .get_all(rt.client_ip.header().name())
-                    .iter()
-                    .map(|v| v.as_bytes());
-                Some(rt.client_ip.address(peer, values))
-            }
+            Some(req) => Some(client_of(&rt, peer, req)),
             None => (!rt.client_ip.is_trusted(peer)).then_some(peer),
         });
         if let Some(client) = client {
@@ -281,14 +285,7 @@ impl ProxyHttp for Gateway {
             ctx.decision = Decision::Malformed;
             return self.refuse(session, 400, "400 Bad Request\n", &[]).await;
         };
-        let header = rt.client_ip.header().name();
-        let values = session
-            .req_header()
-            .headers
-            .get_all(header)
-            .iter()
-            .map(|v| v.as_bytes());
-        let client = rt.client_ip.address(peer, values);
+        let client = client_of(&rt, peer, session.req_header());
         let key = rt.client_ip.normalize(client);
         ctx.peer = Some(peer);
         ctx.client = Some(client);
