@@ -329,13 +329,28 @@ where
     {
         // phase 1 read request header
 
+        // portcullis patch: a deadline for the whole header (ProxyHttp::request_header_timeout).
+        let deadline = self.inner.request_header_timeout().map(|t| {
+            t + Duration::from_secs(downstream_session.get_keepalive().unwrap_or(0))
+        });
         let res = tokio::select! {
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
-            res = downstream_session.read_request() => { res }
+            res = async {
+                match deadline {
+                    Some(d) => time::timeout(d, downstream_session.read_request()).await.ok(),
+                    None => Some(downstream_session.read_request().await),
+                }
+            } => { res }
             _ = self.await_shutdown() => {
                 // service shutting down, dropping the connection to stop more req from coming in
                 return None;
             }
+        };
+        let Some(res) = res else {
+            debug!("request header not complete within {deadline:?}");
+            self.inner.request_refused(&downstream_session, 408);
+            downstream_session.shutdown().await;
+            return None;
         };
         match res {
             Ok(true) => {

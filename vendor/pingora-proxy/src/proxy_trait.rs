@@ -125,15 +125,26 @@ pub trait ProxyHttp {
     /// portcullis patch: a request refused before any other phase runs.
     ///
     /// Pingora answers `400` when the bytes read are not an HTTP request header (or the header
-    /// is too large) and `405` to a `CONNECT`, then closes the connection; no `CTX` exists and
-    /// neither [Self::request_filter()] nor [Self::logging()] runs for such a request. `status`
-    /// is the answer about to be sent. With `405` the request header was read; with `400` it
-    /// was not, and `session.req_header()` must not be called.
+    /// is too large) and `405` to a `CONNECT`, then closes the connection; with `408` the
+    /// header did not arrive within [Self::request_header_timeout()] and the connection is
+    /// closed without an answer (as nginx does). No `CTX` exists and neither
+    /// [Self::request_filter()] nor [Self::logging()] runs for such a request. With `405` the
+    /// request header was read; otherwise it was not, and `session.req_header()` must not be
+    /// called.
     fn request_refused(
         &self,
         _session: &pingora_core::protocols::http::ServerSession,
         _status: u16,
     ) {
+    }
+
+    /// portcullis patch: the most time a request header may take to arrive, all reads together
+    /// (nginx's `client_header_timeout`); on a kept-alive connection the keep-alive timeout is
+    /// added, as the wait for the next request comes first. Pingora's own read timeout starts
+    /// again with every read, so a client sending a byte now and then holds a connection
+    /// forever. `None` (the default): no such limit.
+    fn request_header_timeout(&self) -> Option<Duration> {
+        None
     }
 
     /// Returns whether this session is allowed to spawn subrequests.
