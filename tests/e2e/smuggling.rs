@@ -246,6 +246,58 @@ async fn a_peer_sending_junk_is_banned_and_then_refused_at_accept() {
     );
 }
 
+/// Slowloris: a header trickled in a byte at a time never trips Pingora's per-read timeout;
+/// `client_header_timeout` bounds the whole header (after the connection's idle allowance:
+/// `keepalive_timeout` here, on a kept-alive connection), and the sender is counted.
+#[tokio::test]
+async fn a_header_trickled_past_client_header_timeout_is_cut_off_and_counted() {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .server("client_header_timeout = \"1s\"\nkeepalive_timeout = \"1s\"")
+        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
+        .start()
+        .await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(b"GET /first HTTP/1.1\r\nhost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    conn.write_all(b"GET /api HTTP/1.1\r\nhost: api\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // A byte every 200 ms, never ending the header, until the gateway closes the connection.
+    let trickle = async {
+        for byte in b"x-slow: yes".iter().cycle() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if conn.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+        }
+    };
+    assert!(
+        timeout(Duration::from_secs(10), trickle).await.is_ok(),
+        "still open after 10 s"
+    );
+    // keepalive_timeout + client_header_timeout after the first answer.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "cut off too early"
+    );
+    // One offense (maxretry = 1): the next connection is refused at accept.
+    let got = exchange(gw.port, b"GET /api HTTP/1.1\r\nhost: api\r\n\r\n").await;
+    assert_eq!(got, "", "the slow sender is banned");
+    let decided = &[("decision", "malformed")];
+    assert_eq!(gw.metric("portcullis_requests_total", decided).await, 1.0);
+    assert_eq!(paths.lock().unwrap().clone(), ["/first"]);
+}
+
 #[tokio::test]
 async fn junk_relayed_by_a_trusted_proxy_bans_no_one() {
     let (upstream, _paths) = recording_upstream().await;

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -237,11 +237,16 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    fn request_header_timeout(&self) -> Option<Duration> {
+        Some(self.runtime.load().settings.server.client_header_timeout)
+    }
+
     fn request_refused(&self, session: &ServerSession, status: u16) {
         // Pingora refused it before any other hook: bytes that are not an HTTP request header
-        // (400; a TLS hello on the plain port, a header line without a colon) or a CONNECT
-        // (405; open-proxy scanners). Counted as a malformed request, as nginx's 400s are in
-        // fail2ban's nginx-bad-request jail.
+        // (400; a TLS hello on the plain port, a header line without a colon), a CONNECT
+        // (405; open-proxy scanners) or a header trickled in slower than client_header_timeout
+        // (408; slowloris). Counted as a malformed request, as nginx's 400s are in fail2ban's
+        // nginx-bad-request jail.
         let rt = self.runtime.load();
         let peer = session
             .client_addr()

@@ -216,3 +216,22 @@ fn keepalive_timeout_follows_nginx() {
     assert_eq!(err[0].key, "server.keepalive_timeout");
     assert_eq!(err[0].line, Some(3));
 }
+
+#[test]
+fn client_header_timeout_follows_nginx() {
+    let s = parse(MINIMAL).unwrap();
+    assert_eq!(s.server.client_header_timeout, Duration::from_secs(60));
+    let with = |v: &str| {
+        parse(&MINIMAL.replace(
+            "[server]\n",
+            &format!("[server]\nclient_header_timeout = \"{v}\"\n"),
+        ))
+    };
+    assert_eq!(
+        with("10s").unwrap().server.client_header_timeout,
+        Duration::from_secs(10)
+    );
+    let err = with("0s").unwrap_err();
+    assert_eq!(err[0].key, "server.client_header_timeout");
+    assert_eq!(err[0].line, Some(3));
+}

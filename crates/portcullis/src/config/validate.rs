@@ -301,7 +301,18 @@ pub(super) fn validate(
             s.keepalive_timeout.as_deref(),
             Duration::from_secs(75),
         )),
+        client_header_timeout: c.duration(
+            "server.client_header_timeout",
+            s.client_header_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
     };
+    if server.client_header_timeout.is_zero() {
+        c.err(
+            "server.client_header_timeout",
+            "must be more than 0: a request header needs some time to arrive",
+        );
+    }
 
     // [metrics], [admin]
     let metrics = raw
