@@ -601,3 +601,29 @@ async fn an_idle_http2_connection_is_closed_after_keepalive_timeout() {
     .await;
     assert!(closed, "still open; log:\n{}", gw.log());
 }
+
+#[tokio::test]
+async fn http2_bodies_over_client_max_body_size_get_413() {
+    let (gw, h2, port) =
+        with_tls(gateway_to(http_upstream().await).route("client_max_body_size = \"1k\"")).await;
+    let url = format!("https://localhost:{port}/echo");
+    // Declared length: refused before the body is read.
+    let resp = h2.post(&url).body(vec![b'x'; 2048]).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 413);
+    // No length (DATA frames until the end of the stream): cut off once past the limit.
+    let parts = (0..4).map(|_| Ok::<_, Infallible>(vec![b'y'; 512]));
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(parts));
+    let resp = h2.post(&url).body(body).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    // Within the limit, both ways, the body arrives whole.
+    let resp = h2.post(&url).body(vec![b'z'; 1024]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().len(), 1024);
+    let too_large = &[("decision", "too_large")];
+    assert_eq!(
+        gw.metric_settles("portcullis_requests_total", too_large, 2.0)
+            .await,
+        2.0
+    );
+}
