@@ -94,20 +94,17 @@ impl<'a> Check<'a> {
         value: Option<&RawSize>,
         default: Option<u64>,
     ) -> Option<u64> {
-        let bytes = match value {
-            None => return default,
-            Some(RawSize::Bytes(n)) => u64::try_from(*n).ok(),
-            Some(RawSize::Text(t)) => parse_size(t),
+        let Some(raw) = value else {
+            return default;
+        };
+        let (bytes, shown) = match raw {
+            RawSize::Bytes(n) => (u64::try_from(*n).ok(), n.to_string()),
+            RawSize::Text(t) => (parse_size(t), format!("{t:?}")),
         };
         match bytes {
             Some(0) => None,
             Some(n) => Some(n),
             None => {
-                let shown = match value {
-                    Some(RawSize::Text(t)) => format!("{t:?}"),
-                    Some(RawSize::Bytes(n)) => n.to_string(),
-                    None => String::new(),
-                };
                 self.err(
                     key,
                     format!(
