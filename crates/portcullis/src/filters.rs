@@ -96,6 +96,7 @@ pub(crate) fn refusal_body(status: u16) -> &'static str {
     match status {
         403 => "403 Forbidden\n",
         404 => "404 Not Found\n",
+        413 => "413 Request Entity Too Large\n",
         429 => "429 Too Many Requests\n",
         503 => "503 Service Unavailable\n",
         _ => "request refused\n",

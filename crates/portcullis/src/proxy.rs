@@ -171,7 +171,8 @@ impl Gateway {
     async fn refuse_too_large(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.decision = Decision::TooLarge;
         session.set_keepalive(None);
-        self.refuse(session, 413, TOO_LARGE, &[]).await
+        self.refuse(session, 413, crate::filters::refusal_body(413), &[])
+            .await
     }
 
     /// Closes the connection without a response (nginx's 444).
@@ -183,8 +184,6 @@ impl Gateway {
         ))
     }
 }
-
-const TOO_LARGE: &str = "413 Request Entity Too Large\n";
 
 /// The body length the request declares (`Content-Length`); 0 when it declares none.
 fn declared_body_len(session: &Session) -> u64 {
@@ -519,8 +518,7 @@ impl ProxyHttp for Gateway {
                 502 => "502 Bad Gateway: the upstream is unavailable\n",
                 504 => "504 Gateway Timeout: the upstream did not answer in time\n",
                 400 => "400 Bad Request\n",
-                413 => TOO_LARGE,
-                403 | 404 | 429 | 503 => crate::filters::refusal_body(code),
+                403 | 404 | 413 | 429 | 503 => crate::filters::refusal_body(code),
                 _ => "error\n",
             };
             if let Err(err) = session
