@@ -281,6 +281,36 @@ async fn an_idle_keepalive_connection_is_closed_after_keepalive_timeout() {
     );
 }
 
+/// nginx's `keepalive_requests`: a connection serves that many requests, then closes.
+#[tokio::test]
+async fn a_connection_closes_after_keepalive_requests() {
+    let gw = gateway_to(http_upstream().await)
+        .server("keepalive_requests = 3")
+        .start()
+        .await;
+    let get = b"GET /a HTTP/1.1\r\nhost: api\r\n\r\n";
+    let (mut conn, mut buf, text) = send_raw(gw.port, get, b"ok").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for _ in 2..=3 {
+        buf.clear();
+        conn.write_all(get).await.unwrap();
+        let text = read_until(&mut conn, &mut buf, b"ok").await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    assert!(
+        buf.to_ascii_lowercase()
+            .windows(17)
+            .any(|w| w == b"connection: close"),
+        "the third answer announces the close: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // Well before keepalive_timeout (75 s).
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(5)).await,
+        "still open after the third request"
+    );
+}
+
 #[tokio::test]
 async fn large_and_streamed_responses_arrive_byte_for_byte() {
     let gw = gateway_to(http_upstream().await).start().await;

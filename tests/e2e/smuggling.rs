@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -246,6 +246,22 @@ async fn a_peer_sending_junk_is_banned_and_then_refused_at_accept() {
     );
 }
 
+/// Sends a header byte every 200 ms, never ending the header, until the gateway closes the
+/// connection; how long that took, or `None` if it was still open after 10 s.
+async fn trickle_until_closed(conn: &mut TcpStream) -> Option<Duration> {
+    let started = Instant::now();
+    let trickle = async {
+        for byte in b"x-slow: yes".iter().cycle() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if conn.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let closed = timeout(Duration::from_secs(10), trickle).await.is_ok();
+    closed.then(|| started.elapsed())
+}
+
 /// Slowloris: a header trickled in a byte at a time never trips Pingora's per-read timeout;
 /// `client_header_timeout` bounds the whole header (after the connection's idle allowance:
 /// `keepalive_timeout` here, on a kept-alive connection), and the sender is counted.
@@ -271,24 +287,12 @@ async fn a_header_trickled_past_client_header_timeout_is_cut_off_and_counted() {
     conn.write_all(b"GET /api HTTP/1.1\r\nhost: api\r\n")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    // A byte every 200 ms, never ending the header, until the gateway closes the connection.
-    let trickle = async {
-        for byte in b"x-slow: yes".iter().cycle() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if conn.write_all(&[*byte]).await.is_err() {
-                return;
-            }
-        }
-    };
-    assert!(
-        timeout(Duration::from_secs(10), trickle).await.is_ok(),
-        "still open after 10 s"
-    );
+    let took = trickle_until_closed(&mut conn).await;
+    let took = took.expect("still open after 10 s");
     // keepalive_timeout + client_header_timeout after the first answer.
     assert!(
-        started.elapsed() >= Duration::from_millis(1900),
-        "cut off too early"
+        took >= Duration::from_millis(1700),
+        "cut off after {took:?}"
     );
     // One offense (maxretry = 1): the next connection is refused at accept.
     let got = exchange(gw.port, b"GET /api HTTP/1.1\r\nhost: api\r\n\r\n").await;
@@ -296,6 +300,60 @@ async fn a_header_trickled_past_client_header_timeout_is_cut_off_and_counted() {
     let decided = &[("decision", "malformed")];
     assert_eq!(gw.metric("portcullis_requests_total", decided).await, 1.0);
     assert_eq!(paths.lock().unwrap().clone(), ["/first"]);
+}
+
+/// On a new connection `client_header_timeout` counts from the accept, as in nginx: a slow
+/// first header is cut off after it, not after Pingora's 60 s wait for a first byte plus it.
+#[tokio::test]
+async fn a_slow_header_on_a_new_connection_is_cut_off_after_client_header_timeout() {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .server("client_header_timeout = \"1s\"")
+        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
+        .start()
+        .await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(b"GET /api HTTP/1.1\r\nhost: api\r\n")
+        .await
+        .unwrap();
+    let took = trickle_until_closed(&mut conn).await;
+    let took = took.expect("still open after 10 s");
+    assert!(took >= Duration::from_millis(700), "cut off after {took:?}");
+    let got = exchange(gw.port, b"GET /api HTTP/1.1\r\nhost: api\r\n\r\n").await;
+    assert_eq!(got, "", "the slow sender is banned");
+    let decided = &[("decision", "malformed")];
+    assert_eq!(gw.metric("portcullis_requests_total", decided).await, 1.0);
+    assert!(paths.lock().unwrap().is_empty());
+}
+
+/// A new connection that sends nothing (a browser's preconnect, a load balancer's spare) is
+/// closed after `client_header_timeout` too, but quietly, as nginx does: no request, no
+/// offense, so its client is not banned for it.
+#[tokio::test]
+async fn an_idle_new_connection_is_closed_quietly_after_client_header_timeout() {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .server("client_header_timeout = \"1s\"")
+        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
+        .start()
+        .await;
+    let mut idle = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = timeout(Duration::from_secs(10), idle.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "not closed within 10 s"
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700), "closed after {took:?}");
+    let got = exchange(gw.port, b"GET /api HTTP/1.1\r\nhost: api\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    let decided = &[("decision", "malformed")];
+    assert_eq!(gw.metric("portcullis_requests_total", decided).await, 0.0);
+    let offenses = &[("kind", "malformed")];
+    assert_eq!(gw.metric("portcullis_offenses_total", offenses).await, 0.0);
+    assert_eq!(paths.lock().unwrap().clone(), ["/api"]);
 }
 
 #[tokio::test]

@@ -94,6 +94,10 @@ impl Decision {
     }
 }
 
+/// The connection context carried from one request to the next on a kept-alive connection
+/// (see `persist_connection_context`).
+struct KeptAlive;
+
 /// Per-request state carried between Pingora's phases.
 #[derive(Default)]
 pub struct RequestCtx {
@@ -238,6 +242,17 @@ impl ProxyHttp for Gateway {
 
     fn request_header_timeout(&self) -> Option<Duration> {
         Some(self.runtime.load().settings.server.client_header_timeout)
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &Self::CTX,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        // Marks the connection as kept alive, so the next header's deadline allows for the
+        // keep-alive wait first; a new connection gets client_header_timeout from the accept,
+        // as in nginx. A box of a zero-sized type does not allocate.
+        Some(Box::new(KeptAlive))
     }
 
     fn request_refused(&self, session: &ServerSession, status: u16) {

@@ -43,8 +43,12 @@ pub fn reload(path: &Path, shared: &ArcSwap<Runtime>) -> Result<(), Vec<String>>
         || previous.settings.admin.as_ref().map(|a| a.listen)
             != settings.admin.as_ref().map(|a| a.listen)
         || old.state_dir != settings.server.state_dir
+        || old.threads != settings.server.threads
+        || old.keepalive_requests != settings.server.keepalive_requests
     {
-        tracing::warn!("listener and state_dir changes take effect on restart only");
+        tracing::warn!(
+            "listener, state_dir, threads and keepalive_requests changes take effect on restart only"
+        );
     }
     match Runtime::build(settings, Some(&previous)) {
         Ok(rt) => {

@@ -61,6 +61,7 @@ pub fn run(path: &Path) -> ExitCode {
     let metrics_addr = settings.metrics;
     let admin = settings.admin.clone();
     let keepalive = settings.server.keepalive_timeout;
+    let keepalive_requests = settings.server.keepalive_requests;
     let runtime = match Runtime::build(settings, None) {
         Ok(rt) => rt,
         Err(e) => {
@@ -83,6 +84,9 @@ pub fn run(path: &Path) -> ExitCode {
         // an HTTP/2 connection closes as soon as it has been idle for a second.
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(Duration::from_secs(keepalive.unwrap_or(1)));
+        // nginx's keepalive_requests (requests per connection; Pingora counts the reuses after
+        // the first). Pingora's own default is no limit.
+        options.keepalive_request_limit = Some(keepalive_requests - 1);
         proxy.server_options = Some(options);
     }
     crate::accept::register_metrics();

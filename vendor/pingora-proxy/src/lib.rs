@@ -322,6 +322,7 @@ where
     async fn handle_new_request(
         &self,
         mut downstream_session: Box<HttpSession>,
+        kept_alive: bool,
     ) -> Option<Box<HttpSession>>
     where
         SV: ProxyHttp + Send + Sync,
@@ -329,10 +330,26 @@ where
     {
         // phase 1 read request header
 
-        // portcullis patch: a deadline for the whole header (ProxyHttp::request_header_timeout).
-        let deadline = self.inner.request_header_timeout().map(|t| {
-            t + Duration::from_secs(downstream_session.get_keepalive().unwrap_or(0))
+        // portcullis patch: a deadline for the whole header (ProxyHttp::request_header_timeout),
+        // counted from the accept on a new connection, after the keep-alive wait on a reused one.
+        let deadline = self.inner.request_header_timeout().map(|t| match kept_alive {
+            true => t + Duration::from_secs(downstream_session.get_keepalive().unwrap_or(0)),
+            false => t,
         });
+        // On a new connection the deadline also covers the wait for the first byte, so tell an
+        // idle connection (a browser's preconnect: closed quietly, as nginx does) from a slow
+        // header (408) by whether the kernel received anything while waiting. A kept-alive
+        // connection's idle wait is cut off by Pingora's keep-alive read timeout first.
+        let bytes_received = |s: &HttpSession| {
+            s.digest()
+                .and_then(|d| d.socket_digest.as_ref())
+                .and_then(|d| d.tcp_info())
+                .map(|i| i.tcpi_bytes_received)
+        };
+        let received_before = match (deadline, kept_alive) {
+            (Some(_), false) => bytes_received(&downstream_session),
+            _ => None,
+        };
         let res = tokio::select! {
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
             res = async {
@@ -348,7 +365,11 @@ where
         };
         let Some(res) = res else {
             debug!("request header not complete within {deadline:?}");
-            self.inner.request_refused(&downstream_session, 408);
+            let idle = received_before.is_some()
+                && bytes_received(&downstream_session) == received_before;
+            if !idle {
+                self.inner.request_refused(&downstream_session, 408);
+            }
             downstream_session.shutdown().await;
             return None;
         };
@@ -1458,7 +1479,7 @@ where
     ) {
         debug!("starting subrequest");
 
-        let mut session = match self.handle_new_request(session).await {
+        let mut session = match self.handle_new_request(session, false).await {
             Some(downstream_session) => Session::new(
                 downstream_session,
                 &self.downstream_modules,
@@ -1587,7 +1608,9 @@ where
         let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
-        let mut session = match self.handle_new_request(session).await {
+        // portcullis patch: a context from the previous request marks a kept-alive connection.
+        let kept_alive = prev_user_ctx.is_some();
+        let mut session = match self.handle_new_request(session, kept_alive).await {
             Some(downstream_session) => Session::new(
                 downstream_session,
                 &self.downstream_modules,
@@ -2617,7 +2640,7 @@ mod tests {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let proxy = proxy.clone();
-                tokio::spawn(async move { proxy.handle_new_request(pending_session()).await })
+                tokio::spawn(async move { proxy.handle_new_request(pending_session(), false).await })
             })
             .collect();
         // let the tasks park in read_request()
@@ -2640,7 +2663,7 @@ mod tests {
         // wait for a notification that will never come
         let session = time::timeout(
             Duration::from_secs(5),
-            proxy.handle_new_request(pending_session()),
+            proxy.handle_new_request(pending_session(), false),
         )
         .await
         .expect("read_request parked after shutdown");

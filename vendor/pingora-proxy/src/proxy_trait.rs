@@ -139,10 +139,13 @@ pub trait ProxyHttp {
     }
 
     /// portcullis patch: the most time a request header may take to arrive, all reads together
-    /// (nginx's `client_header_timeout`); on a kept-alive connection the keep-alive timeout is
-    /// added, as the wait for the next request comes first. Pingora's own read timeout starts
-    /// again with every read, so a client sending a byte now and then holds a connection
-    /// forever. `None` (the default): no such limit.
+    /// (nginx's `client_header_timeout`), counted from the accept on a new connection. On a
+    /// kept-alive connection the keep-alive timeout is added, as the wait for the next request
+    /// comes first; a connection counts as kept alive when [Self::persist_connection_context()]
+    /// returned a context for its previous request. Pingora's own read timeout starts again
+    /// with every read, so a client sending a byte now and then holds a connection forever.
+    /// A new connection that sent nothing at all by the deadline is closed without calling
+    /// [Self::request_refused()]. `None` (the default): no such limit.
     fn request_header_timeout(&self) -> Option<Duration> {
         None
     }

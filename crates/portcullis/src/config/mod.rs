@@ -112,6 +112,9 @@ pub struct ServerSettings {
     /// Whole seconds an idle client connection is kept open between requests (nginx's
     /// `keepalive_timeout`, at least 1); `None`: keep-alive off.
     pub keepalive_timeout: Option<u64>,
+    /// Most requests served on one HTTP/1.1 client connection before it is closed (nginx's
+    /// `keepalive_requests`).
+    pub keepalive_requests: u32,
     /// Most time a request header may take to arrive, all reads together (nginx's
     /// `client_header_timeout`).
     pub client_header_timeout: Duration,

@@ -43,6 +43,7 @@ pub struct RawServer {
     pub upstream_keepalive: Option<i64>,
     pub client_max_body_size: Option<RawSize>,
     pub keepalive_timeout: Option<String>,
+    pub keepalive_requests: Option<i64>,
     pub client_header_timeout: Option<String>,
 }
 

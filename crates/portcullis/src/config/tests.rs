@@ -218,6 +218,21 @@ fn keepalive_timeout_follows_nginx() {
 }
 
 #[test]
+fn keepalive_requests_follows_nginx() {
+    assert_eq!(parse(MINIMAL).unwrap().server.keepalive_requests, 1000);
+    let with = |v: &str| {
+        parse(&MINIMAL.replace(
+            "[server]\n",
+            &format!("[server]\nkeepalive_requests = {v}\n"),
+        ))
+    };
+    assert_eq!(with("1").unwrap().server.keepalive_requests, 1);
+    let err = with("0").unwrap_err();
+    assert_eq!(err[0].key, "server.keepalive_requests");
+    assert_eq!(err[0].line, Some(3));
+}
+
+#[test]
 fn client_header_timeout_follows_nginx() {
     let s = parse(MINIMAL).unwrap();
     assert_eq!(s.server.client_header_timeout, Duration::from_secs(60));

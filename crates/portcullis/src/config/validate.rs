@@ -298,6 +298,14 @@ pub(super) fn validate(
             s.keepalive_timeout.as_deref(),
             Duration::from_secs(75),
         )),
+        // nginx's default since 1.19.10: closing now and then frees per-connection memory and
+        // lets a load balancer rebalance long-lived clients.
+        keepalive_requests: c.int(
+            "server.keepalive_requests",
+            s.keepalive_requests,
+            1..=i64::from(u32::MAX),
+            1000,
+        ) as u32,
         client_header_timeout: c.duration(
             "server.client_header_timeout",
             s.client_header_timeout.as_deref(),
