@@ -40,7 +40,13 @@ fn pool_put(s: Stream) {
 fn build_req(ds: &ServerV1) -> Box<RequestHeader> {
     let mut req = Box::new(ds.req_header().clone());
     req.set_version(http::Version::HTTP_11);
-    for h in ["connection", "keep-alive", "proxy-connection", "te", "upgrade"] {
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ] {
         req.remove_header(h);
     }
     let ip = ds
@@ -185,7 +191,11 @@ fn rehome(stream: Stream) -> Stream {
 
 #[async_trait]
 impl ServerApp for Rehome {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let mut session = ServerSession::new_http1(rehome(stream));
         session.set_keepalive(Some(60));
         let mut result = self.0.process_new_http(session, shutdown).await;
@@ -251,7 +261,12 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     if mode == "bare" {
-        let mut svc = pingora_proxy::http_proxy_service(&server.configuration, Bare { peer: HttpPeer::new(upstream.as_str(), false, String::new()) });
+        let mut svc = pingora_proxy::http_proxy_service(
+            &server.configuration,
+            Bare {
+                peer: HttpPeer::new(upstream.as_str(), false, String::new()),
+            },
+        );
         svc.add_tcp(&listen);
         server.add_service(svc);
     } else {
@@ -269,6 +284,9 @@ fn main() {
             server.add_service(svc);
         }
     }
-    eprintln!("{mode} on {listen} -> {upstream}, work_stealing={steal} {:?}", args.get(5));
+    eprintln!(
+        "{mode} on {listen} -> {upstream}, work_stealing={steal} {:?}",
+        args.get(5)
+    );
     server.run_forever();
 }
