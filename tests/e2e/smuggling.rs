@@ -262,17 +262,33 @@ async fn trickle_until_closed(conn: &mut TcpStream) -> Option<Duration> {
     closed.then(|| started.elapsed())
 }
 
+/// A gateway with `client_header_timeout = "1s"` (and `more` in `[server]`) that bans on the
+/// first offense, in front of a recording upstream.
+async fn slow_header_gateway(more: &str) -> (Gateway, Arc<Mutex<Vec<String>>>) {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .server(&format!("client_header_timeout = \"1s\"\n{more}"))
+        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
+        .start()
+        .await;
+    (gw, paths)
+}
+
+/// Asserts that exactly one malformed request was counted and its sender is banned: its next
+/// connection is refused at accept.
+async fn assert_banned_for_one_malformed(gw: &Gateway) {
+    let got = exchange(gw.port, b"GET /api HTTP/1.1\r\nhost: api\r\n\r\n").await;
+    assert_eq!(got, "", "the slow sender is banned");
+    let decided = &[("decision", "malformed")];
+    assert_eq!(gw.metric("portcullis_requests_total", decided).await, 1.0);
+}
+
 /// Slowloris: a header trickled in a byte at a time never trips Pingora's per-read timeout;
 /// `client_header_timeout` bounds the whole header (after the connection's idle allowance:
 /// `keepalive_timeout` here, on a kept-alive connection), and the sender is counted.
 #[tokio::test]
 async fn a_header_trickled_past_client_header_timeout_is_cut_off_and_counted() {
-    let (upstream, paths) = recording_upstream().await;
-    let gw = gateway_to(upstream)
-        .server("client_header_timeout = \"1s\"\nkeepalive_timeout = \"1s\"")
-        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
-        .start()
-        .await;
+    let (gw, paths) = slow_header_gateway("keepalive_timeout = \"1s\"").await;
     let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     conn.write_all(b"GET /first HTTP/1.1\r\nhost: api\r\n\r\n")
         .await
@@ -294,11 +310,7 @@ async fn a_header_trickled_past_client_header_timeout_is_cut_off_and_counted() {
         took >= Duration::from_millis(1700),
         "cut off after {took:?}"
     );
-    // One offense (maxretry = 1): the next connection is refused at accept.
-    let got = exchange(gw.port, b"GET /api HTTP/1.1\r\nhost: api\r\n\r\n").await;
-    assert_eq!(got, "", "the slow sender is banned");
-    let decided = &[("decision", "malformed")];
-    assert_eq!(gw.metric("portcullis_requests_total", decided).await, 1.0);
+    assert_banned_for_one_malformed(&gw).await;
     assert_eq!(paths.lock().unwrap().clone(), ["/first"]);
 }
 
@@ -306,12 +318,7 @@ async fn a_header_trickled_past_client_header_timeout_is_cut_off_and_counted() {
 /// first header is cut off after it, not after Pingora's 60 s wait for a first byte plus it.
 #[tokio::test]
 async fn a_slow_header_on_a_new_connection_is_cut_off_after_client_header_timeout() {
-    let (upstream, paths) = recording_upstream().await;
-    let gw = gateway_to(upstream)
-        .server("client_header_timeout = \"1s\"")
-        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
-        .start()
-        .await;
+    let (gw, paths) = slow_header_gateway("").await;
     let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     conn.write_all(b"GET /api HTTP/1.1\r\nhost: api\r\n")
         .await
@@ -319,10 +326,7 @@ async fn a_slow_header_on_a_new_connection_is_cut_off_after_client_header_timeou
     let took = trickle_until_closed(&mut conn).await;
     let took = took.expect("still open after 10 s");
     assert!(took >= Duration::from_millis(700), "cut off after {took:?}");
-    let got = exchange(gw.port, b"GET /api HTTP/1.1\r\nhost: api\r\n\r\n").await;
-    assert_eq!(got, "", "the slow sender is banned");
-    let decided = &[("decision", "malformed")];
-    assert_eq!(gw.metric("portcullis_requests_total", decided).await, 1.0);
+    assert_banned_for_one_malformed(&gw).await;
     assert!(paths.lock().unwrap().is_empty());
 }
 
@@ -331,12 +335,7 @@ async fn a_slow_header_on_a_new_connection_is_cut_off_after_client_header_timeou
 /// offense, so its client is not banned for it.
 #[tokio::test]
 async fn an_idle_new_connection_is_closed_quietly_after_client_header_timeout() {
-    let (upstream, paths) = recording_upstream().await;
-    let gw = gateway_to(upstream)
-        .server("client_header_timeout = \"1s\"")
-        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
-        .start()
-        .await;
+    let (gw, paths) = slow_header_gateway("").await;
     let mut idle = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     let started = Instant::now();
     let mut byte = [0u8; 1];
