@@ -346,8 +346,9 @@ where
                 .and_then(|d| d.tcp_info())
                 .map(|i| i.tcpi_bytes_received)
         };
-        let received_before = match (deadline, kept_alive) {
-            (Some(_), false) => bytes_received(&downstream_session),
+        // (An HTTP/2 stream's header is already decoded: nothing to tell apart, no syscall.)
+        let received_before = match (deadline, kept_alive, downstream_session.is_http2()) {
+            (Some(_), false, false) => bytes_received(&downstream_session),
             _ => None,
         };
         let res = tokio::select! {
