@@ -339,16 +339,25 @@ where
         // On a new connection the deadline also covers the wait for the first byte, so tell an
         // idle connection (a browser's preconnect: closed quietly, as nginx does) from a slow
         // header (408) by whether the kernel received anything while waiting. A kept-alive
-        // connection's idle wait is cut off by Pingora's keep-alive read timeout first.
+        // connection's idle wait is cut off by Pingora's keep-alive read timeout first, and an
+        // HTTP/2 stream's header is already decoded.
         let bytes_received = |s: &HttpSession| {
             s.digest()
                 .and_then(|d| d.socket_digest.as_ref())
                 .and_then(|d| d.tcp_info())
                 .map(|i| i.tcpi_bytes_received)
         };
-        // (An HTTP/2 stream's header is already decoded: nothing to tell apart, no syscall.)
         let received_before = match (deadline, kept_alive, downstream_session.is_http2()) {
-            (Some(_), false, false) => bytes_received(&downstream_session),
+            (Some(_), false, false) => {
+                match downstream_session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+                    // The handshake's bytes came first. Counted now, they may include a header
+                    // sent with the client's last handshake flight, whose connection then
+                    // closes quietly too: the safe side, never an idle client counted.
+                    true => bytes_received(&downstream_session),
+                    // Plain TCP: nothing was read before this header, exactly.
+                    false => Some(0),
+                }
+            }
             _ => None,
         };
         let res = tokio::select! {
