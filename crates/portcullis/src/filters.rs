@@ -1,14 +1,15 @@
 //! The three filters, as the proxy sees them: ban check, probe match, rate limits (plus the
 //! concurrency caps), and the upstream status fed back into the reputation table.
 //!
-//! Each hook returns `Some(answered)` when it has dealt with the request itself.
+//! The filters decide; they never touch a connection. Each step returns the [`Answer`] the
+//! request gets when it is not passed on, and the proxy (Pingora's `HttpProxy` or the fast
+//! path) writes it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::prelude::*;
-use pingora::proxy::Session;
 use portcullis_policy::limiter::{check_all, Decision as Limit, Zone};
 use portcullis_policy::reputation::{OffenseKind, ReputationSettings, Verdict};
 use smallvec::SmallVec;
@@ -17,6 +18,7 @@ use crate::config::{Refusal, Settings};
 use crate::inflight::Caps;
 use crate::metrics::FilterMetrics;
 use crate::proxy::{Decision, Gateway, RequestCtx};
+use crate::routes::host_without_port;
 use crate::runtime::Runtime;
 use crate::state::BanStore;
 
@@ -103,16 +105,102 @@ pub(crate) fn refusal_body(status: u16) -> &'static str {
     }
 }
 
-async fn refuse(
-    gw: &Gateway,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    how: Refusal,
-) -> Result<Option<bool>> {
-    match how {
-        Refusal::Drop => Gateway::drop_connection(ctx).map(Some),
-        Refusal::Status(s) => gw.refuse(session, s, refusal_body(s), &[]).await.map(Some),
+/// How a request the gateway does not pass on is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A short plain-text response with this status (see [`refusal_body`]).
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// A `Retry-After` value in seconds, for rate and concurrency limits.
+        retry_after: Option<u64>,
+        /// Close the connection after the answer (a body that will not be read follows).
+        close: bool,
+    },
+    /// Close the connection without an answer (nginx's 444).
+    Drop,
+}
+
+impl Answer {
+    /// A plain refusal with `status`.
+    pub fn status(status: u16) -> Answer {
+        Answer::Status {
+            status,
+            retry_after: None,
+            close: false,
+        }
     }
+
+    fn refusal(how: Refusal) -> Answer {
+        match how {
+            Refusal::Drop => Answer::Drop,
+            Refusal::Status(s) => Answer::status(s),
+        }
+    }
+}
+
+/// What the filters read from a request, whichever proxy parsed it.
+pub struct RequestFacts<'a> {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// The client the peer speaks for (`[client_ip]`).
+    pub client: IpAddr,
+    /// The Host header (or the authority of an absolute URI), port included.
+    pub host: Option<&'a str>,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The request target as sent (path and query), for the probe matcher.
+    pub raw_path: &'a [u8],
+    /// The User-Agent header.
+    pub user_agent: Option<&'a [u8]>,
+    /// The body length the request declares (`Content-Length`); 0 when it declares none.
+    pub declared_body: u64,
+}
+
+/// Runs every filter on a request, in order: ban check, probe match, route, body size, rate
+/// limits (waiting out a delay), concurrency caps. Records what it found in `ctx`; `None`
+/// means pass the request on to `ctx.route`'s upstream.
+pub async fn decide(
+    rt: &Runtime,
+    ctx: &mut RequestCtx,
+    req: &RequestFacts<'_>,
+    now: u64,
+) -> Option<Answer> {
+    let key = rt.client_ip.normalize(req.client);
+    ctx.peer = Some(req.peer);
+    ctx.client = Some(req.client);
+    ctx.key = Some(key);
+
+    // Bans and probes before routing, so refused requests cost the least.
+    if let Some(answer) = before_route(ctx, rt, key, req, now) {
+        return Some(answer);
+    }
+
+    let Some(route) = rt.router.find(req.host.map(host_without_port), req.path) else {
+        ctx.decision = Decision::NoRoute;
+        return Some(Answer::status(404));
+    };
+    ctx.route = Some(route);
+
+    // A declared body over the limit is refused before it is read, and before any limit
+    // spends a token on it (nginx checks client_max_body_size first too).
+    ctx.body_limit = rt.settings.routes[route].max_body;
+    if ctx.body_limit.is_some_and(|max| req.declared_body > max) {
+        ctx.decision = Decision::TooLarge;
+        return Some(Answer::Status {
+            status: 413,
+            retry_after: None,
+            close: true,
+        });
+    }
+
+    if let Some(answer) = after_route(ctx, rt, route, key, now).await {
+        return Some(answer);
+    }
+    if ctx.decision == Decision::Undecided {
+        ctx.decision = Decision::Proxied;
+    }
+    None
 }
 
 /// Reports an offense by `key` if reputation is configured, recording any resulting ban.
@@ -162,24 +250,21 @@ pub fn refusal_error(ctx: &mut RequestCtx) -> Box<Error> {
     }
 }
 
-/// Ban check and probe match: before routing, so refused requests cost the least.
-pub async fn before_route(
-    gw: &Gateway,
-    session: &mut Session,
+/// Ban check and probe match.
+fn before_route(
     ctx: &mut RequestCtx,
     rt: &Runtime,
     key: IpAddr,
+    req: &RequestFacts<'_>,
     now: u64,
-) -> Result<Option<bool>> {
+) -> Option<Answer> {
     if let Some(decision) = banned_now(rt, key, now) {
         ctx.decision = decision;
-        return refuse(gw, session, ctx, ban_action(rt)).await;
+        return Some(Answer::refusal(ban_action(rt)));
     }
 
     if let Some(probes) = &rt.settings.probes {
-        let req = session.req_header();
-        let user_agent = req.headers.get("user-agent").map(|v| v.as_bytes());
-        if let Some(hit) = probes.matcher.check(req.raw_path(), user_agent) {
+        if let Some(hit) = probes.matcher.check(req.raw_path, req.user_agent) {
             let action = match probes.action {
                 Refusal::Drop => "drop",
                 Refusal::Status(403) => "403",
@@ -193,22 +278,20 @@ pub async fn before_route(
             tracing::debug!(client = %key, category = hit.category.as_str(), rule = %hit.rule, "probe");
             ctx.decision = Decision::Probe;
             offense(rt, key, OffenseKind::Probe, now);
-            return refuse(gw, session, ctx, probes.action).await;
+            return Some(Answer::refusal(probes.action));
         }
     }
-    Ok(None)
+    None
 }
 
 /// Rate limits and concurrency caps of the matched route.
-pub async fn after_route(
-    gw: &Gateway,
-    session: &mut Session,
+async fn after_route(
     ctx: &mut RequestCtx,
     rt: &Runtime,
     route: usize,
     key: IpAddr,
     now: u64,
-) -> Result<Option<bool>> {
+) -> Option<Answer> {
     let zone_ids = &rt.settings.routes[route].zones;
     if !zone_ids.is_empty() {
         let (dry, enforced): (SmallVec<[usize; 4]>, SmallVec<[usize; 4]>) = zone_ids
@@ -247,16 +330,11 @@ pub async fn after_route(
                 m.with_label_values(&[&zone.engine.name, "rejected"]).inc();
                 ctx.decision = Decision::RateLimited;
                 offense(rt, key, OffenseKind::RateLimit, now);
-                let retry = decision.retry_after_secs().unwrap_or(1).to_string();
-                return gw
-                    .refuse(
-                        session,
-                        zone.status,
-                        refusal_body(zone.status),
-                        &[("retry-after", retry)],
-                    )
-                    .await
-                    .map(Some);
+                return Some(Answer::Status {
+                    status: zone.status,
+                    retry_after: Some(decision.retry_after_secs().unwrap_or(1)),
+                    close: false,
+                });
             }
         }
     }
@@ -265,40 +343,30 @@ pub async fn after_route(
     if caps.per_client > 0 {
         match rt.filters.caps.client(key, caps.per_client) {
             Some(guard) => ctx.inflight.push(guard),
-            None => return inflight_refusal(gw, session, ctx, rt, "client").await,
+            None => return Some(inflight_refusal(ctx, rt, "client")),
         }
     }
     if caps.total > 0 {
         match rt.filters.caps.total(caps.total) {
             Some(guard) => ctx.inflight.push(guard),
-            None => return inflight_refusal(gw, session, ctx, rt, "total").await,
+            None => return Some(inflight_refusal(ctx, rt, "total")),
         }
     }
-    Ok(None)
+    None
 }
 
-async fn inflight_refusal(
-    gw: &Gateway,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    rt: &Runtime,
-    scope: &str,
-) -> Result<Option<bool>> {
+fn inflight_refusal(ctx: &mut RequestCtx, rt: &Runtime, scope: &str) -> Answer {
     FilterMetrics::get()
         .inflight_rejections
         .with_label_values(&[scope])
         .inc();
     ctx.decision = Decision::Inflight;
     ctx.inflight.clear();
-    let status = rt.settings.inflight.status;
-    gw.refuse(
-        session,
-        status,
-        refusal_body(status),
-        &[("retry-after", "1".into())],
-    )
-    .await
-    .map(Some)
+    Answer::Status {
+        status: rt.settings.inflight.status,
+        retry_after: Some(1),
+        close: false,
+    }
 }
 
 /// Feeds an upstream response status to the reputation table.

@@ -19,8 +19,8 @@ use pingora::{Error, ErrorSource, ErrorType};
 use portcullis_policy::reputation::OffenseKind;
 use portcullis_policy::time::{Clock, SystemClock};
 
+use crate::filters::{Answer, RequestFacts};
 use crate::metrics::Metrics;
-use crate::routes::host_without_port;
 use crate::runtime::Runtime;
 use crate::upstream::Upstream;
 
@@ -170,13 +170,35 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Answers 413 and closes the connection: the body is not read (a client that sent
-    /// `Expect: 100-continue` never sends it).
-    async fn refuse_too_large(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.decision = Decision::TooLarge;
-        session.set_keepalive(None);
-        self.refuse(session, 413, crate::filters::refusal_body(413), &[])
-            .await
+    /// Writes the filters' `answer`, or closes the connection for [`Answer::Drop`]. A request
+    /// answered with `close` has a body that will not be read: a client that sent
+    /// `Expect: 100-continue` never sends it.
+    pub(crate) async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        answer: Answer,
+    ) -> Result<bool> {
+        match answer {
+            Answer::Drop => Gateway::drop_connection(ctx),
+            Answer::Status {
+                status,
+                retry_after,
+                close,
+            } => {
+                if close {
+                    session.set_keepalive(None);
+                }
+                let body = crate::filters::refusal_body(status);
+                match retry_after {
+                    Some(secs) => {
+                        let retry = [("retry-after", secs.to_string())];
+                        self.refuse(session, status, body, &retry).await
+                    }
+                    None => self.refuse(session, status, body, &[]).await,
+                }
+            }
+        }
     }
 
     /// Closes the connection without a response (nginx's 444).
@@ -218,7 +240,6 @@ fn request_host(session: &Session) -> Option<&str> {
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .map(host_without_port)
 }
 
 #[async_trait]
@@ -304,46 +325,20 @@ impl ProxyHttp for Gateway {
             ctx.decision = Decision::Malformed;
             return self.refuse(session, 400, "400 Bad Request\n", &[]).await;
         };
-        let client = client_of(&rt, peer, session.req_header());
-        let key = rt.client_ip.normalize(client);
-        ctx.peer = Some(peer);
-        ctx.client = Some(client);
-        ctx.key = Some(key);
-
-        // 2. Bans, 3. probes, 4. route, 5. limits: each filter may answer the request.
-        if let Some(answered) =
-            crate::filters::before_route(self, session, ctx, &rt, key, now).await?
-        {
-            return Ok(answered);
-        }
-
-        let path = session.req_header().uri.path();
-        let route = rt.router.find(request_host(session), path);
-        let Some(route) = route else {
-            ctx.decision = Decision::NoRoute;
-            return self.refuse(session, 404, "404 Not Found\n", &[]).await;
+        let req = session.req_header();
+        let facts = RequestFacts {
+            peer,
+            client: client_of(&rt, peer, req),
+            host: request_host(session),
+            path: req.uri.path(),
+            raw_path: req.raw_path(),
+            user_agent: req.headers.get("user-agent").map(|v| v.as_bytes()),
+            declared_body: declared_body_len(session),
         };
-        ctx.route = Some(route);
-
-        // A declared body over the limit is refused before it is read, and before any limit
-        // spends a token on it (nginx checks client_max_body_size first too).
-        ctx.body_limit = rt.settings.routes[route].max_body;
-        if ctx
-            .body_limit
-            .is_some_and(|max| declared_body_len(session) > max)
-        {
-            return self.refuse_too_large(session, ctx).await;
+        match crate::filters::decide(&rt, ctx, &facts, now).await {
+            None => Ok(false),
+            Some(answer) => self.answer(session, ctx, answer).await,
         }
-
-        if let Some(answered) =
-            crate::filters::after_route(self, session, ctx, &rt, route, key, now).await?
-        {
-            return Ok(answered);
-        }
-        if ctx.decision == Decision::Undecided {
-            ctx.decision = Decision::Proxied;
-        }
-        Ok(false)
     }
 
     async fn upstream_peer(
