@@ -378,3 +378,107 @@ pub fn upstream_status(ctx: &RequestCtx, rt: &Runtime, status: u16, now: u64) {
         offense(rt, key, OffenseKind::UpstreamStatus, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+client_max_body_size = "1k"
+
+[[upstream]]
+name = "api"
+servers = ["127.0.0.1:9999"]
+
+[[route]]
+path = "/api"
+upstream = "api"
+rate_limit = ["per_ip"]
+
+[rate_limit.per_ip]
+rate = "1r/m"
+burst = 0
+nodelay = true
+
+[probes]
+builtin = true
+action = "404"
+
+[reputation]
+maxretry = 2
+ignoreip = []
+
+[reputation.weights]
+probe = 2
+"#;
+
+    fn runtime() -> Runtime {
+        let settings = Settings::parse(CONFIG, std::path::Path::new("/etc/portcullis")).unwrap();
+        Runtime::build(settings, None).unwrap()
+    }
+
+    fn get(client: &str, path: &'static str) -> RequestFacts<'static> {
+        let ip: IpAddr = client.parse().unwrap();
+        RequestFacts {
+            peer: ip,
+            client: ip,
+            host: Some("api.example:8080"),
+            path,
+            raw_path: path.as_bytes(),
+            user_agent: None,
+            declared_body: 0,
+        }
+    }
+
+    async fn decide_now(rt: &Runtime, req: &RequestFacts<'_>) -> (Option<Answer>, Decision) {
+        let mut ctx = RequestCtx::default();
+        let answer = decide(rt, &mut ctx, req, 1_000_000).await;
+        (answer, ctx.decision)
+    }
+
+    /// The order users rely on: probes before routes, the body size before the rate limit
+    /// spends a token, and a client banned by its offenses refused before anything else.
+    #[tokio::test]
+    async fn decide_runs_the_filters_in_order() {
+        let rt = runtime();
+        let pass = decide_now(&rt, &get("192.0.2.1", "/api/users")).await;
+        assert_eq!(pass, (None, Decision::Proxied));
+
+        // A probe under no route is still a probe, not a 404 for want of a route.
+        let probe = decide_now(&rt, &get("192.0.2.2", "/.env")).await;
+        assert_eq!(probe, (Some(Answer::status(404)), Decision::Probe));
+        let no_route = decide_now(&rt, &get("192.0.2.3", "/other")).await;
+        assert_eq!(no_route, (Some(Answer::status(404)), Decision::NoRoute));
+
+        // 413 closes the connection and leaves the zone's one token unspent.
+        let mut upload = get("192.0.2.4", "/api/upload");
+        upload.declared_body = 2048;
+        let too_large = Answer::Status {
+            status: 413,
+            retry_after: None,
+            close: true,
+        };
+        assert_eq!(
+            decide_now(&rt, &upload).await,
+            (Some(too_large), Decision::TooLarge)
+        );
+        upload.declared_body = 10;
+        assert_eq!(decide_now(&rt, &upload).await, (None, Decision::Proxied));
+        let limited = decide_now(&rt, &upload).await;
+        let Some(Answer::Status {
+            status: 429,
+            retry_after: Some(_),
+            close: false,
+        }) = limited.0
+        else {
+            panic!("second request in a minute: {limited:?}");
+        };
+        assert_eq!(limited.1, Decision::RateLimited);
+
+        // A probe weighs maxretry here: its sender is banned, for every path.
+        let banned = decide_now(&rt, &get("192.0.2.2", "/api/users")).await;
+        assert_eq!(banned, (Some(Answer::status(403)), Decision::Banned));
+    }
+}
