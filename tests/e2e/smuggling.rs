@@ -281,7 +281,21 @@ async fn slow_header_gateway(more: &str) -> (Gateway, Arc<Mutex<Vec<String>>>) {
     let (upstream, paths) = recording_upstream().await;
     let gw = gateway_to(upstream)
         .server(&format!("client_header_timeout = \"1s\"\n{more}"))
-        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
+        .extra(BAN_ON_FIRST_OFFENSE)
+        .start()
+        .await;
+    (gw, paths)
+}
+
+/// Reputation that bans a client on its first offense, loopback included.
+const BAN_ON_FIRST_OFFENSE: &str = "[reputation]\nmaxretry = 1\nignoreip = []";
+
+/// A gateway with `extra` that bans on the first offense, in front of a recording upstream.
+async fn banning_gateway(extra: &str) -> (Gateway, Arc<Mutex<Vec<String>>>) {
+    let (upstream, paths) = recording_upstream().await;
+    let gw = gateway_to(upstream)
+        .extra(extra)
+        .extra(BAN_ON_FIRST_OFFENSE)
         .start()
         .await;
     (gw, paths)
@@ -364,12 +378,7 @@ async fn an_idle_new_connection_is_closed_quietly_after_client_header_timeout() 
 
 #[tokio::test]
 async fn junk_relayed_by_a_trusted_proxy_bans_no_one() {
-    let (upstream, _paths) = recording_upstream().await;
-    let gw = gateway_to(upstream)
-        .extra(BEHIND_PROXY)
-        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
-        .start()
-        .await;
+    let (gw, _paths) = banning_gateway(BEHIND_PROXY).await;
     for junk in JUNK {
         let got = exchange(gw.port, junk.as_bytes()).await;
         assert!(got.starts_with("HTTP/1.1 400"), "{junk:?}: {got:?}");
@@ -384,12 +393,7 @@ async fn junk_relayed_by_a_trusted_proxy_bans_no_one() {
 
 #[tokio::test]
 async fn connect_is_refused_and_counted_against_the_forwarded_client() {
-    let (upstream, paths) = recording_upstream().await;
-    let gw = gateway_to(upstream)
-        .extra(BEHIND_PROXY)
-        .extra("[reputation]\nmaxretry = 1\nignoreip = []")
-        .start()
-        .await;
+    let (gw, paths) = banning_gateway(BEHIND_PROXY).await;
     // Open-proxy scanners ask the gateway to tunnel somewhere else.
     let connect = "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\
                    x-forwarded-for: 198.51.100.9\r\n\r\n";
