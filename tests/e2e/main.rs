@@ -2,6 +2,7 @@
 
 mod support;
 
+mod fast_path;
 mod filters;
 mod http;
 mod nginx_diff;

@@ -334,7 +334,7 @@ listen = ["127.0.0.1:{port}"]
 state_dir = "state"
 shutdown_grace = "1s"
 threads = 2
-{server_extra}
+{fast_path}{server_extra}
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 
@@ -356,6 +356,11 @@ level = "info"
 {extra}
 "#,
             servers = servers.join(", "),
+            // The suite runs on either proxy path (scripts/test runs it on both).
+            fast_path = match std::env::var("PORTCULLIS_E2E_FAST_PATH") {
+                Ok(v) if !self.server_extra.contains("fast_path") => format!("fast_path = {v}\n"),
+                _ => String::new(),
+            },
             server_extra = self.server_extra,
             admin_extra = self.admin_extra,
             route_extra = self.route_extra,

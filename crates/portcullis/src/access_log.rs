@@ -83,14 +83,32 @@ impl AccessLog {
         })
     }
 
+    /// Whether lines are written at all (building a line's inputs can be skipped otherwise).
+    pub fn enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
     /// Records one finished request.
     pub fn record(&self, session: &Session, ctx: &RequestCtx, status: u16) {
+        let sent = session.body_bytes_sent();
+        self.record_request(Some(session.req_header()), ctx, status, sent);
+    }
+
+    /// Records one finished request from its parts: what the fast path has instead of a
+    /// session. `body_bytes` is the response body sent.
+    pub fn record_request(
+        &self,
+        request: Option<&RequestHeader>,
+        ctx: &RequestCtx,
+        status: u16,
+        body_bytes: usize,
+    ) {
         self.send(&Entry {
             peer: ctx.peer,
             client: ctx.client,
-            request: Some(session.req_header()),
+            request,
             status,
-            body_bytes: session.body_bytes_sent(),
+            body_bytes,
             decision: ctx.decision.as_str(),
             route: route_name(ctx),
         });

@@ -234,6 +234,11 @@ fn ban_action(rt: &Runtime) -> Refusal {
         .map_or(Refusal::Status(403), |r| r.ban_action)
 }
 
+/// How a banned or denied client is answered.
+pub fn ban_answer(rt: &Runtime) -> Answer {
+    Answer::refusal(ban_action(rt))
+}
+
 /// The ban refusal as an error, for phases that can no longer write a response themselves
 /// (`fail_to_proxy` answers with the status, or closes the connection for `drop`).
 pub fn refusal_error(ctx: &mut RequestCtx) -> Box<Error> {

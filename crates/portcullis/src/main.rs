@@ -6,6 +6,7 @@ mod access_log;
 mod admin;
 mod cli;
 mod config;
+mod fast;
 mod filters;
 mod inflight;
 mod logging;

@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec,
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
 use crate::runtime::Runtime;
@@ -28,6 +28,10 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `portcullis_config_reloads_total{result}`: hot reloads, `ok` or `error`.
     pub reloads: IntCounterVec,
+    /// `portcullis_fast_path_requests_total`: requests the fast path served itself.
+    pub fast_path_requests: IntCounter,
+    /// `portcullis_fast_path_handoffs_total`: connections it handed to Pingora's `HttpProxy`.
+    pub fast_path_handoffs: IntCounter,
     /// `portcullis_responses_total{class}`, resolved per class once, in [`CLASSES`] order, so the request path does
     /// not hash labels.
     response_classes: Vec<IntCounter>,
@@ -82,6 +86,18 @@ impl Metrics {
                 &["version"]
             )
             .expect("register portcullis_build_info"),
+            fast_path_requests: register_int_counter!(
+                "portcullis_fast_path_requests_total",
+                "Requests served on the fast path (plain HTTP/1.1 without a body); every other \
+                 request is served by Pingora's HttpProxy."
+            )
+            .expect("register portcullis_fast_path_requests_total"),
+            fast_path_handoffs: register_int_counter!(
+                "portcullis_fast_path_handoffs_total",
+                "Plain HTTP/1.1 connections handed from the fast path to Pingora's HttpProxy at \
+                 the first request the fast path does not serve (a body, an upgrade, HTTP/1.0)."
+            )
+            .expect("register portcullis_fast_path_handoffs_total"),
             reloads: register_int_counter_vec!(
                 "portcullis_config_reloads_total",
                 "Configuration reloads by result (ok, error).",

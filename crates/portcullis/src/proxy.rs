@@ -96,7 +96,7 @@ impl Decision {
 
 /// The connection context carried from one request to the next on a kept-alive connection
 /// (see `persist_connection_context`).
-struct KeptAlive;
+pub(crate) struct KeptAlive;
 
 /// Per-request state carried between Pingora's phases.
 #[derive(Default)]
@@ -242,6 +242,30 @@ fn request_host(session: &Session) -> Option<&str> {
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
 
+/// Counts and logs a request refused before its header could be read whole (`status` 400 or
+/// 408) or served at all (405). An offense of the `malformed` kind, as nginx's 400s are in
+/// fail2ban's nginx-bad-request jail. Without a `request` the junk can only be blamed on the
+/// peer, and never on a trusted proxy, which only relays it.
+pub(crate) fn refused(
+    rt: &Runtime,
+    peer: Option<IpAddr>,
+    request: Option<&RequestHeader>,
+    status: u16,
+) {
+    let client = peer.and_then(|peer| match request {
+        Some(req) => Some(client_of(rt, peer, req)),
+        None => (!rt.client_ip.is_trusted(peer)).then_some(peer),
+    });
+    if let Some(client) = client {
+        let key = rt.client_ip.normalize(client);
+        crate::filters::offense(rt, key, OffenseKind::Malformed, SystemClock.now_ms());
+    }
+    rt.request_counter(None, Decision::Malformed).inc();
+    Metrics::get().response_counter(status).inc();
+    rt.access_log
+        .record_refused(peer, client, request, status, Decision::Malformed);
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -280,28 +304,14 @@ impl ProxyHttp for Gateway {
         // Pingora refused it before any other hook: bytes that are not an HTTP request header
         // (400; a TLS hello on the plain port, a header line without a colon), a CONNECT
         // (405; open-proxy scanners) or a header trickled in slower than client_header_timeout
-        // (408; slowloris). Counted as a malformed request, as nginx's 400s are in fail2ban's
-        // nginx-bad-request jail.
-        let rt = self.runtime.load();
+        // (408; slowloris).
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        // Only a CONNECT had its header read (405); junk can only be blamed on the peer, and
-        // never on a trusted proxy, which only relays it.
+        // Only a CONNECT had its header read (405).
         let request = (status == 405).then(|| session.req_header());
-        let client = peer.and_then(|peer| match request {
-            Some(req) => Some(client_of(&rt, peer, req)),
-            None => (!rt.client_ip.is_trusted(peer)).then_some(peer),
-        });
-        if let Some(client) = client {
-            let key = rt.client_ip.normalize(client);
-            crate::filters::offense(&rt, key, OffenseKind::Malformed, SystemClock.now_ms());
-        }
-        rt.request_counter(None, Decision::Malformed).inc();
-        Metrics::get().response_counter(status).inc();
-        rt.access_log
-            .record_refused(peer, client, request, status, Decision::Malformed);
+        refused(&self.runtime.load(), peer, request, status);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -458,6 +468,11 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        // The upstream connection's own hop-by-hop fields (`keep-alive: timeout=5` from
+        // gunicorn) say nothing about the client's connection, as in nginx.
+        for name in crate::fast::HOP_BY_HOP_RESPONSE {
+            upstream_response.remove_header(name);
+        }
         if let (Some(rt), Some(upstream), Some((_, started))) =
             (ctx.rt.as_ref(), ctx.group(), ctx.upstream)
         {
@@ -524,13 +539,7 @@ impl ProxyHttp for Gateway {
             }
         }
         if code > 0 {
-            let body = match code {
-                502 => "502 Bad Gateway: the upstream is unavailable\n",
-                504 => "504 Gateway Timeout: the upstream did not answer in time\n",
-                400 => "400 Bad Request\n",
-                403 | 404 | 413 | 429 | 503 => crate::filters::refusal_body(code),
-                _ => "error\n",
-            };
+            let body = upstream_error_body(code);
             if let Err(err) = session
                 .respond_error_with_body(code, Bytes::from_static(body.as_bytes()))
                 .await
@@ -563,6 +572,17 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// The body of an error answer with `code` (a refusal's, or an upstream failure's).
+pub(crate) fn upstream_error_body(code: u16) -> &'static str {
+    match code {
+        502 => "502 Bad Gateway: the upstream is unavailable\n",
+        504 => "504 Gateway Timeout: the upstream did not answer in time\n",
+        400 => "400 Bad Request\n",
+        403 | 404 | 413 | 429 | 503 => crate::filters::refusal_body(code),
+        _ => "error\n",
+    }
+}
+
 /// The header value `list, ip` (or `ip` when `list` is empty), as X-Forwarded-For grows.
 ///
 /// Built without `format!`: `Display` for addresses was a third of the forwarding hook's cost.
@@ -579,7 +599,7 @@ fn list_with_ip(list: &[u8], ip: IpAddr) -> Result<http::HeaderValue> {
 }
 
 /// Appends `ip` as text; IPv4 without the formatting machinery (this runs for every request).
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {

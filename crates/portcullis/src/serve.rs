@@ -10,6 +10,7 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -75,20 +76,24 @@ pub fn run(path: &Path) -> ExitCode {
     let gateway = Gateway {
         runtime: shared.clone(),
     };
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis");
-    if let Some(proxy) = proxy.app_logic_mut() {
-        // keepalive_timeout for HTTP/2 too, as nginx has it since http2_idle_timeout went away
-        // (Pingora keeps an idle HTTP/2 connection forever otherwise). HTTP/1.1 connections
-        // get it per request, so a reload changes it there (proxy.rs). With keep-alive off,
-        // an HTTP/2 connection closes as soon as it has been idle for a second.
-        let mut options = HttpServerOptions::default();
-        options.h2_idle_timeout = Some(Duration::from_secs(keepalive.unwrap_or(1)));
-        // nginx's keepalive_requests (requests per connection; Pingora counts the reuses after
-        // the first). Pingora's own default is no limit.
-        options.keepalive_request_limit = Some(keepalive_requests - 1);
-        proxy.server_options = Some(options);
-    }
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    // keepalive_timeout for HTTP/2 too, as nginx has it since http2_idle_timeout went away
+    // (Pingora keeps an idle HTTP/2 connection forever otherwise). HTTP/1.1 connections get it
+    // per request, so a reload changes it there (proxy.rs). With keep-alive off, an HTTP/2
+    // connection closes as soon as it has been idle for a second.
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(Duration::from_secs(keepalive.unwrap_or(1)));
+    // nginx's keepalive_requests (requests per connection; Pingora counts the reuses after the
+    // first). Pingora's own default is no limit.
+    options.keepalive_request_limit = Some(keepalive_requests - 1);
+    proxy.server_options = Some(options);
+    // The fast path in front of HttpProxy (fast.rs); it passes on what it does not serve.
+    let edge = crate::fast::Edge {
+        proxy: Arc::new(proxy),
+        runtime: shared.clone(),
+        max_requests: keepalive_requests,
+    };
+    let mut proxy = Service::new("portcullis".to_string(), edge);
     crate::accept::register_metrics();
     proxy.set_connection_filter(Arc::new(crate::accept::BanAtAccept {
         runtime: shared.clone(),

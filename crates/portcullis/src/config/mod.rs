@@ -118,6 +118,9 @@ pub struct ServerSettings {
     /// Most time a request header may take to arrive, all reads together (nginx's
     /// `client_header_timeout`).
     pub client_header_timeout: Duration,
+    /// Serve plain HTTP/1.1 requests without a body on portcullis's own relay instead of
+    /// Pingora's `HttpProxy` (see `fast`); everything else goes to `HttpProxy` either way.
+    pub fast_path: bool,
 }
 
 /// One TLS listener.

@@ -45,6 +45,7 @@ pub struct RawServer {
     pub keepalive_timeout: Option<String>,
     pub keepalive_requests: Option<i64>,
     pub client_header_timeout: Option<String>,
+    pub fast_path: Option<bool>,
 }
 
 /// A size as nginx writes it (`"1m"`, `"512k"`, `"0"`) or a number of bytes.

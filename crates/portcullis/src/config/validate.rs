@@ -311,6 +311,7 @@ pub(super) fn validate(
             s.client_header_timeout.as_deref(),
             Duration::from_secs(60),
         ),
+        fast_path: s.fast_path.unwrap_or(true),
     };
     if server.client_header_timeout.is_zero() {
         c.err(

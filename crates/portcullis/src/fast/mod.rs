@@ -1,0 +1,655 @@
+//! The fast path: plain HTTP/1.1 requests without a body, relayed by portcullis itself.
+//!
+//! Pingora's HTTP/1 session and `HttpProxy` cost more per request than nginx does (see
+//! docs/performance.md). Most API and scanner traffic is the simplest HTTP there is: a GET
+//! with a handful of fields. [`Edge`] serves those on a plain-TCP connection with one parse,
+//! the same filters (`filters::decide`) and a per-thread upstream pool, and hands everything
+//! else to the unchanged `HttpProxy<Gateway>`, with the bytes it already read: TLS and HTTP/2
+//! connections from the start, and a plain connection from its first request the fast path
+//! does not take (a body, an upgrade, HTTP/1.0, bad syntax). Both paths answer, count and log
+//! a request the same way; `[server] fast_path = false` turns this one off.
+
+mod pool;
+mod request;
+mod response;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use portcullis_policy::time::{Clock, SystemClock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::filters::Answer;
+use crate::metrics::Metrics;
+use crate::proxy::{Decision, Gateway, KeptAlive, RequestCtx};
+use crate::runtime::Runtime;
+use crate::upstream::Upstream;
+use request::{Framing, Simple, MAX_HEADERS};
+pub use response::HOP_BY_HOP_RESPONSE;
+use response::{Body, Parsed};
+
+/// Pingora's server application for the proxy listeners: the fast path in front of
+/// `HttpProxy<Gateway>`.
+pub struct Edge {
+    /// The proxy that serves whatever the fast path does not.
+    pub proxy: Arc<HttpProxy<Gateway>>,
+    /// The current configuration and engines.
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    /// `[server] keepalive_requests`, as read at start (as `HttpProxy` reads it).
+    pub max_requests: u32,
+}
+
+#[async_trait]
+impl ServerApp for Edge {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let accepted = Instant::now();
+        let fast = self.runtime.load().settings.server.fast_path;
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let Some(peer) = peer.filter(|_| fast && stream.get_ssl_digest().is_none()) else {
+            return self.proxy.process_new(stream, shutdown).await;
+        };
+        let mut conn = Conn {
+            peer,
+            served: 0,
+            max_requests: self.max_requests,
+            buf: Vec::with_capacity(4096),
+            out: Vec::with_capacity(1024),
+            resp: Vec::with_capacity(16 * 1024),
+            shutdown: shutdown.clone(),
+        };
+        let mut stream = stream;
+        if let Some(read) = conn.serve(&mut stream, &self.runtime, accepted).await {
+            self.hand_off(stream, read, conn.served, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+impl Edge {
+    /// Gives the connection to `HttpProxy` for good, with the bytes already `read` parsed as
+    /// the start of its next request, after `served` requests on the fast path. Pingora's own
+    /// keep-alive loop from there on, as its `ServerApp` for `HttpProxy` runs it.
+    async fn hand_off(&self, stream: Stream, read: Vec<u8>, served: u32, shutdown: &ShutdownWatch) {
+        Metrics::get().fast_path_handoffs.inc();
+        let mut session = ServerSession::new_http1(stream);
+        // Pingora's defaults for a new connection; request_filter sets keepalive_timeout.
+        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        // Requests served here count against keepalive_requests too.
+        let reuses = self.max_requests.saturating_sub(1).saturating_sub(served);
+        session.set_keepalive_reuses_remaining(Some(reuses));
+        if served > 0 {
+            session.set_connection_user_context(Some(Box::new(KeptAlive)));
+        }
+        if !read.is_empty() {
+            session.set_pipelined_prefix(BytesMut::from(&read[..]));
+        }
+        let mut result = self.proxy.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = result.map(|r| r.consume()) {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            result = self.proxy.process_new_http(session, shutdown).await;
+        }
+    }
+}
+
+/// One client connection on the fast path.
+struct Conn {
+    peer: IpAddr,
+    /// Requests answered so far.
+    served: u32,
+    max_requests: u32,
+    /// Bytes read from the client and not yet served.
+    buf: Vec<u8>,
+    /// The header being sent upstream, or an answer being written.
+    out: Vec<u8>,
+    /// Bytes read from the upstream.
+    resp: Vec<u8>,
+    shutdown: ShutdownWatch,
+}
+
+/// What waiting for a request header ended with.
+enum Wait {
+    /// The header is whole and ends at this offset.
+    Head(usize),
+    /// A request the fast path does not parse: `HttpProxy` takes the connection.
+    Other,
+    /// The client closed, went idle past its time, or the server is stopping.
+    Closed,
+    /// Part of a header came, the rest not within client_header_timeout.
+    Slow,
+}
+
+/// What the connection does after a request.
+enum Next {
+    KeepAlive,
+    Close,
+    HandOff,
+}
+
+/// How a request to the upstream failed before its response header arrived.
+enum Failure {
+    /// The connection broke or closed; `stale`: before any byte of the response came.
+    Broken { stale: bool },
+    /// No answer within read_timeout.
+    Timeout,
+    /// The response was not valid HTTP/1.
+    Invalid,
+    /// The client went away while an informational response was passed on.
+    ClientGone,
+}
+
+/// What the client got.
+struct Served {
+    status: u16,
+    body_bytes: usize,
+    keep_alive: bool,
+}
+
+impl Conn {
+    /// Serves requests until the connection closes (`None`) or a request needs `HttpProxy`:
+    /// then the bytes read and not served.
+    async fn serve(
+        &mut self,
+        stream: &mut Stream,
+        runtime: &ArcSwap<Runtime>,
+        accepted: Instant,
+    ) -> Option<Vec<u8>> {
+        let mut since = accepted;
+        loop {
+            let rt = runtime.load_full();
+            let len = match self.read_head(stream, &rt, since).await {
+                Wait::Head(len) => len,
+                Wait::Other => return Some(std::mem::take(&mut self.buf)),
+                Wait::Closed => return None,
+                Wait::Slow => {
+                    crate::proxy::refused(&rt, Some(self.peer), None, 408);
+                    return None;
+                }
+            };
+            match self.request(stream, &rt, len).await {
+                Next::KeepAlive => {
+                    self.buf.drain(..len);
+                    since = Instant::now();
+                }
+                Next::Close => {
+                    let _ = AsyncWriteExt::shutdown(stream).await;
+                    return None;
+                }
+                Next::HandOff => return Some(std::mem::take(&mut self.buf)),
+            }
+        }
+    }
+
+    /// Waits for a whole request header, as `HttpProxy` does: on a new connection for
+    /// client_header_timeout from the accept (`since`); on a kept-alive one for
+    /// keepalive_timeout until the first byte, and client_header_timeout more for the rest.
+    async fn read_head(&mut self, stream: &mut Stream, rt: &Runtime, since: Instant) -> Wait {
+        let server = &rt.settings.server;
+        let idle_for = Duration::from_secs(server.keepalive_timeout.unwrap_or(0));
+        let header_time = server.client_header_timeout;
+        let (first_byte_by, head_by) = match self.served {
+            0 => (since + header_time, since + header_time),
+            _ => (since + idle_for, since + idle_for + header_time),
+        };
+        loop {
+            if !self.buf.is_empty() {
+                match request::framing(&self.buf) {
+                    Framing::Complete(n) => return Wait::Head(n),
+                    Framing::Other => return Wait::Other,
+                    Framing::Partial => {}
+                }
+            } else if *self.shutdown.borrow() {
+                return Wait::Closed;
+            }
+            let by = if self.buf.is_empty() {
+                first_byte_by
+            } else {
+                head_by
+            };
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(4096);
+            }
+            let read = tokio::select! {
+                biased;
+                read = tokio::time::timeout_at(by.into(), stream.read_buf(&mut self.buf)) => read,
+                Ok(()) = self.shutdown.changed() => return Wait::Closed,
+            };
+            match read {
+                Err(_) if self.buf.is_empty() => return Wait::Closed,
+                Err(_) => return Wait::Slow,
+                Ok(Ok(0)) | Ok(Err(_)) => return Wait::Closed,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Serves the request whose header is the first `len` bytes read.
+    async fn request(&mut self, stream: &mut Stream, rt: &Arc<Runtime>, len: usize) -> Next {
+        let buf = std::mem::take(&mut self.buf);
+        let next = self.request_in(stream, rt, &buf[..len]).await;
+        self.buf = buf;
+        next
+    }
+
+    async fn request_in(&mut self, stream: &mut Stream, rt: &Arc<Runtime>, head: &[u8]) -> Next {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut fields);
+        if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
+            return Next::HandOff;
+        }
+        let Some(req) = Simple::new(&parsed) else {
+            return Next::HandOff;
+        };
+        self.served += 1;
+        Metrics::get().fast_path_requests.inc();
+        let mut ctx = RequestCtx {
+            rt: Some(rt.clone()),
+            ..RequestCtx::default()
+        };
+        let facts = req.facts(rt, self.peer);
+        let now = SystemClock.now_ms();
+        let answer = crate::filters::decide(rt, &mut ctx, &facts, now).await;
+        // nginx's keepalive_timeout "0" and keepalive_requests, the client's own wish, and a
+        // server that is stopping all close the connection after this answer.
+        let keep_alive = !req.close
+            && rt.settings.server.keepalive_timeout.is_some()
+            && self.served < self.max_requests
+            && !*self.shutdown.borrow();
+        let served = match answer {
+            Some(Answer::Drop) => {
+                ctx.drop_connection = true;
+                Served {
+                    status: 444,
+                    body_bytes: 0,
+                    keep_alive: false,
+                }
+            }
+            Some(Answer::Status {
+                status,
+                retry_after,
+                close,
+            }) => {
+                let body = crate::filters::refusal_body(status);
+                self.answer(stream, status, body, retry_after, keep_alive && !close)
+                    .await
+            }
+            None => self.forward(stream, rt, &mut ctx, &req, keep_alive).await,
+        };
+        tracing::debug!(
+            client = ?ctx.client,
+            target = req.target,
+            status = served.status,
+            decision = ctx.decision.as_str(),
+            "fast path"
+        );
+        rt.request_counter(ctx.route, ctx.decision).inc();
+        if served.status > 0 {
+            Metrics::get().response_counter(served.status).inc();
+        }
+        if rt.access_log.enabled() {
+            let header = req.to_header();
+            rt.access_log
+                .record_request(header.as_ref(), &ctx, served.status, served.body_bytes);
+        }
+        match served.keep_alive {
+            true => Next::KeepAlive,
+            false => Next::Close,
+        }
+    }
+
+    /// Writes an answer the gateway makes itself.
+    async fn answer(
+        &mut self,
+        stream: &mut Stream,
+        status: u16,
+        body: &str,
+        retry_after: Option<u64>,
+        keep_alive: bool,
+    ) -> Served {
+        self.out.clear();
+        response::own(status, body, retry_after, keep_alive, &mut self.out);
+        let written = write(stream, &self.out).await;
+        Served {
+            status,
+            body_bytes: body.len(),
+            keep_alive: keep_alive && written,
+        }
+    }
+
+    /// Passes the request on to the route's upstream and relays the response.
+    async fn forward(
+        &mut self,
+        stream: &mut Stream,
+        rt: &Runtime,
+        ctx: &mut RequestCtx,
+        req: &Simple<'_, '_>,
+        keep_alive: bool,
+    ) -> Served {
+        let (Some(route), Some(key), Some(client)) = (ctx.route, ctx.key, ctx.client) else {
+            return self.answer(stream, 500, "error\n", None, false).await;
+        };
+        // The last moment before the request leaves: a client banned while this request was
+        // delayed (often by its own concurrent requests' 404s) is refused here, so no request
+        // reaches the upstream after its client's ban.
+        if let Some(decision) = crate::filters::banned_now(rt, key, SystemClock.now_ms()) {
+            ctx.decision = decision;
+            return match crate::filters::ban_answer(rt) {
+                Answer::Status { status, .. } => {
+                    let body = crate::filters::refusal_body(status);
+                    self.answer(stream, status, body, None, keep_alive).await
+                }
+                Answer::Drop => {
+                    ctx.drop_connection = true;
+                    Served {
+                        status: 444,
+                        body_bytes: 0,
+                        keep_alive: false,
+                    }
+                }
+            };
+        }
+        let group = &rt.upstreams[rt.settings.routes[route].upstream];
+        req.upstream_header(client, self.peer, &mut self.out);
+        let head_request = req.method.eq_ignore_ascii_case("HEAD");
+        loop {
+            let Some(addr) = group.select(SystemClock.now_ms()) else {
+                ctx.decision = Decision::UpstreamError;
+                return self.upstream_failed(stream, group, 502, "no servers").await;
+            };
+            ctx.tries += 1;
+            let started = Instant::now();
+            ctx.upstream = Some((addr, started));
+            let mut up = match pool::take(addr) {
+                Some(up) => (up, true),
+                None => match connect(addr, group.settings.connect_timeout).await {
+                    Ok(up) => (up, false),
+                    Err(timed_out) => {
+                        group.mark_down(addr, SystemClock.now_ms());
+                        let name = group.settings.name.as_str();
+                        Metrics::get()
+                            .upstream_errors
+                            .with_label_values(&[name, "connect"])
+                            .inc();
+                        tracing::warn!(upstream = name, server = %addr, timed_out, "upstream connect failed");
+                        // Another server may take it; never more than once around the group.
+                        if ctx.tries < group.len() {
+                            continue;
+                        }
+                        ctx.decision = Decision::UpstreamError;
+                        let status = if timed_out { 504 } else { 502 };
+                        return self.answer_failure(stream, status).await;
+                    }
+                },
+            };
+            let head = loop {
+                match self.exchange(stream, &mut up.0, group, head_request).await {
+                    Ok(head) => break head,
+                    // A kept connection the upstream closed while it sat idle: once more on a
+                    // new one, as nginx and Pingora do.
+                    Err(Failure::Broken { stale: true }) if up.1 => {
+                        match connect(addr, group.settings.connect_timeout).await {
+                            Ok(fresh) => up = (fresh, false),
+                            Err(_) => {
+                                ctx.decision = Decision::UpstreamError;
+                                return self.upstream_failed(stream, group, 502, "reconnect").await;
+                            }
+                        }
+                    }
+                    Err(Failure::ClientGone) => {
+                        return Served {
+                            status: 0,
+                            body_bytes: 0,
+                            keep_alive: false,
+                        }
+                    }
+                    Err(failure) => {
+                        ctx.decision = Decision::UpstreamError;
+                        let (status, what) = match failure {
+                            Failure::Timeout => (504, "read timed out"),
+                            Failure::Invalid => (502, "invalid response"),
+                            Failure::Broken { .. } | Failure::ClientGone => {
+                                (502, "connection broken")
+                            }
+                        };
+                        return self.upstream_failed(stream, group, status, what).await;
+                    }
+                }
+            };
+            group.latency.observe(started.elapsed().as_secs_f64());
+            crate::filters::upstream_status(ctx, rt, head.status, SystemClock.now_ms());
+            let (up, _) = up;
+            return self
+                .relay(stream, up, addr, head, keep_alive, rt, group, ctx)
+                .await;
+        }
+    }
+
+    /// Sends the request header on `up` and reads the response header into `self.resp`.
+    async fn exchange(
+        &mut self,
+        stream: &mut Stream,
+        up: &mut TcpStream,
+        group: &Upstream,
+        head_request: bool,
+    ) -> Result<response::Head, Failure> {
+        if up.write_all(&self.out).await.is_err() {
+            return Err(Failure::Broken { stale: true });
+        }
+        self.resp.clear();
+        let mut skipped = 0;
+        loop {
+            if self.resp.capacity() - self.resp.len() < 1024 {
+                if self.resp.len() >= 64 * 1024 {
+                    return Err(Failure::Invalid);
+                }
+                self.resp.reserve(16 * 1024);
+            }
+            let read =
+                tokio::time::timeout(group.settings.read_timeout, up.read_buf(&mut self.resp));
+            match read.await {
+                Err(_) => return Err(Failure::Timeout),
+                Ok(Err(_)) | Ok(Ok(0)) => {
+                    return Err(Failure::Broken {
+                        stale: self.resp.is_empty() && skipped == 0,
+                    })
+                }
+                Ok(Ok(_)) => {}
+            }
+            loop {
+                match response::parse(&self.resp, head_request) {
+                    Parsed::Head(head) => return Ok(head),
+                    Parsed::Informational { len, forward } => {
+                        if forward && !write(stream, &self.resp[..len]).await {
+                            return Err(Failure::ClientGone);
+                        }
+                        self.resp.drain(..len);
+                        skipped += 1;
+                    }
+                    Parsed::Partial => break,
+                    Parsed::Invalid => return Err(Failure::Invalid),
+                }
+            }
+        }
+    }
+
+    /// Writes the response whose header is in `self.resp` to the client, with its body, and
+    /// keeps the upstream connection if it can carry another request.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &mut self,
+        stream: &mut Stream,
+        mut up: TcpStream,
+        addr: SocketAddr,
+        head: response::Head,
+        keep_alive: bool,
+        rt: &Runtime,
+        group: &Upstream,
+        ctx: &mut RequestCtx,
+    ) -> Served {
+        // A body that ends with the upstream's close goes to the client chunked, as HttpProxy
+        // sends it, so the client's connection stays usable.
+        let rechunk = head.body == Body::UntilClose;
+        self.out.clear();
+        response::client_header(&self.resp[..head.len], keep_alive, rechunk, &mut self.out);
+        self.resp.drain(..head.len);
+        let mut left = match head.body {
+            Body::Length(n) => n,
+            _ => 0,
+        };
+        let mut chunks = response::Chunked::default();
+        let mut body_bytes = 0;
+        // Each round passes on what `self.resp` holds (first what came with the header), then
+        // reads more.
+        loop {
+            let n = self.resp.len();
+            let (take, end) = match head.body {
+                Body::Empty => (0, true),
+                Body::Length(_) => {
+                    let take = (n as u64).min(left);
+                    left -= take;
+                    (take as usize, left == 0)
+                }
+                Body::Chunked => match chunks.feed(&self.resp) {
+                    Ok(Some(end)) => (end, true),
+                    Ok(None) => (n, false),
+                    Err(_) => {
+                        return self
+                            .broken_body(stream, group, ctx, head.status, body_bytes)
+                            .await
+                    }
+                },
+                Body::UntilClose => (n, false),
+            };
+            body_bytes += take;
+            match rechunk {
+                true => response::push_chunk(&mut self.out, &self.resp[..take]),
+                false => self.out.extend_from_slice(&self.resp[..take]),
+            }
+            let written = self.out.is_empty() || write(stream, &self.out).await;
+            if end {
+                // Bytes past the end of the body: the upstream is out of step; not reused.
+                if head.reusable && take == n {
+                    pool::give_back(addr, up, rt.settings.server.upstream_keepalive);
+                }
+                return Served {
+                    status: head.status,
+                    body_bytes,
+                    keep_alive: keep_alive && written,
+                };
+            }
+            if !written {
+                return Served {
+                    status: head.status,
+                    body_bytes,
+                    keep_alive: false,
+                };
+            }
+            self.out.clear();
+            self.resp.clear();
+            self.resp.reserve(16 * 1024);
+            let read = up.read_buf(&mut self.resp);
+            match tokio::time::timeout(group.settings.read_timeout, read).await {
+                Ok(Ok(0)) if rechunk => {
+                    let written = write(stream, b"0\r\n\r\n").await;
+                    return Served {
+                        status: head.status,
+                        body_bytes,
+                        keep_alive: keep_alive && written,
+                    };
+                }
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    return self
+                        .broken_body(stream, group, ctx, head.status, body_bytes)
+                        .await
+                }
+            }
+        }
+    }
+
+    /// The upstream failed after its header was passed on: the client's connection is closed
+    /// so it sees a truncated body, not a whole one.
+    async fn broken_body(
+        &mut self,
+        stream: &mut Stream,
+        group: &Upstream,
+        ctx: &mut RequestCtx,
+        status: u16,
+        body_bytes: usize,
+    ) -> Served {
+        ctx.decision = Decision::UpstreamError;
+        count_upstream_failure(group, "response body broken");
+        let _ = stream.flush().await;
+        Served {
+            status,
+            body_bytes,
+            keep_alive: false,
+        }
+    }
+
+    /// The upstream failed before its header came: 502 or 504, as nginx answers.
+    async fn upstream_failed(
+        &mut self,
+        stream: &mut Stream,
+        group: &Upstream,
+        status: u16,
+        what: &str,
+    ) -> Served {
+        count_upstream_failure(group, what);
+        self.answer_failure(stream, status).await
+    }
+
+    async fn answer_failure(&mut self, stream: &mut Stream, status: u16) -> Served {
+        // As HttpProxy: the client's connection is not reused after an upstream failure.
+        let body = crate::proxy::upstream_error_body(status);
+        self.answer(stream, status, body, None, false).await
+    }
+}
+
+fn count_upstream_failure(group: &Upstream, what: &str) {
+    let name = group.settings.name.as_str();
+    Metrics::get()
+        .upstream_errors
+        .with_label_values(&[name, "proxy"])
+        .inc();
+    tracing::warn!(upstream = name, error = what, "upstream failed");
+}
+
+/// Connects to `addr` within `timeout`; `Err(true)` when the time ran out.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(up)) => {
+            let _ = up.set_nodelay(true);
+            Ok(up)
+        }
+        Ok(Err(_)) => Err(false),
+        Err(_) => Err(true),
+    }
+}
+
+/// Writes and flushes `bytes` to the client; false when the client is gone.
+async fn write(stream: &mut Stream, bytes: &[u8]) -> bool {
+    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
+}

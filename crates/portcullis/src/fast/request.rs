@@ -1,0 +1,251 @@
+//! The request side of the fast path: which requests it takes, what the filters read from
+//! them, and the header sent upstream.
+
+use std::net::IpAddr;
+
+use pingora::http::RequestHeader;
+
+use crate::filters::RequestFacts;
+use crate::runtime::Runtime;
+
+/// Most header fields the fast path parses; a request with more goes to `HttpProxy`.
+pub const MAX_HEADERS: usize = 64;
+
+/// Most bytes a request header may take on the fast path; a longer one goes to `HttpProxy`,
+/// which applies its own limit.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Whether a buffer holds a whole request header yet.
+pub enum Framing {
+    /// The header ends at this offset.
+    Complete(usize),
+    /// More bytes are needed.
+    Partial,
+    /// Not a request the fast path parses (bad syntax, too many fields): `HttpProxy` answers it.
+    Other,
+}
+
+/// Where the request header in `buf` ends, if it is all there.
+pub fn framing(buf: &[u8]) -> Framing {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(buf) {
+        Ok(httparse::Status::Complete(n)) => Framing::Complete(n),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Framing::Partial,
+        _ => Framing::Other,
+    }
+}
+
+/// A parsed request the fast path may serve: HTTP/1.1, an origin-form target, no body, no
+/// upgrade, no expectation. Anything else (HTTP/1.0, bodies, `Transfer-Encoding`, WebSocket,
+/// `Expect`, absolute URIs, duplicate framing headers, CONNECT) goes to `HttpProxy`, which
+/// knows all of HTTP/1.
+pub struct Simple<'r, 'b> {
+    /// The method, as sent.
+    pub method: &'b str,
+    /// The request target (path and query), as sent.
+    pub target: &'b str,
+    /// The header fields, in order.
+    pub headers: &'r [httparse::Header<'b>],
+    /// The client asked to close the connection after this request.
+    pub close: bool,
+}
+
+impl<'r, 'b> Simple<'r, 'b> {
+    /// `req` as a request the fast path serves, or `None`.
+    pub fn new(req: &'r httparse::Request<'_, 'b>) -> Option<Self> {
+        let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+            return None;
+        };
+        let headers: &'r [httparse::Header<'b>] = req.headers;
+        if method == "CONNECT" || !target.starts_with('/') || !target.bytes().all(target_byte) {
+            return None;
+        }
+        let mut close = false;
+        let mut hosts = 0;
+        let mut lengths = 0;
+        for h in headers {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                lengths += 1;
+                if h.value != b"0" {
+                    return None;
+                }
+            } else if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        return None;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("upgrade")
+                || name.eq_ignore_ascii_case("expect")
+            {
+                return None;
+            }
+        }
+        if hosts > 1 || lengths > 1 {
+            return None;
+        }
+        Some(Simple {
+            method,
+            target,
+            headers,
+            close,
+        })
+    }
+
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// What the filters read from this request from `peer`.
+    pub fn facts(&self, rt: &Runtime, peer: IpAddr) -> RequestFacts<'b> {
+        let forwarded = rt.client_ip.header().name();
+        let values = self
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(forwarded))
+            .map(|h| h.value);
+        RequestFacts {
+            peer,
+            client: rt.client_ip.address(peer, values),
+            host: self
+                .header("host")
+                .and_then(|h| std::str::from_utf8(h).ok()),
+            path: self.target.split('?').next().unwrap_or(self.target),
+            raw_path: self.target.as_bytes(),
+            user_agent: self.header("user-agent"),
+            declared_body: 0,
+        }
+    }
+
+    /// Writes the header for the upstream into `out`: the request as sent, hop-by-hop fields
+    /// dropped, and nginx's `proxy_params` (X-Real-IP the client, X-Forwarded-For with the TCP
+    /// peer appended, X-Forwarded-Proto) as the `HttpProxy` path sends them.
+    pub fn upstream_header(&self, client: IpAddr, peer: IpAddr, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut forwarded_for = None;
+        for h in self.headers {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
+                forwarded_for = forwarded_for.or(Some(h.value));
+                continue;
+            }
+            if HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || name.eq_ignore_ascii_case("x-real-ip")
+                || name.eq_ignore_ascii_case("x-forwarded-proto")
+            {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"x-real-ip: ");
+        crate::proxy::push_ip(out, client);
+        out.extend_from_slice(b"\r\nx-forwarded-for: ");
+        if let Some(list) = forwarded_for.filter(|l| !l.is_empty()) {
+            out.extend_from_slice(list);
+            out.extend_from_slice(b", ");
+        }
+        crate::proxy::push_ip(out, peer);
+        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
+    }
+
+    /// The request as a Pingora header, for the access log.
+    pub fn to_header(&self) -> Option<RequestHeader> {
+        let mut req = RequestHeader::build(
+            self.method,
+            self.target.as_bytes(),
+            Some(self.headers.len()),
+        )
+        .ok()?;
+        for h in self.headers {
+            let value = http::HeaderValue::from_bytes(h.value).ok()?;
+            req.append_header(h.name.to_string(), value).ok()?;
+        }
+        Some(req)
+    }
+}
+
+/// Hop-by-hop fields: they describe one connection, and are not passed on.
+pub const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Bytes a request target may hold on the fast path: visible ASCII except those the `http`
+/// crate's URI parser refuses, so both paths see the same targets.
+fn target_byte(b: u8) -> bool {
+    matches!(b, 0x21..=0x7e)
+        && !matches!(
+            b,
+            b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' | b'#'
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Option<(String, bool)> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(raw.as_bytes()).ok()?;
+        Simple::new(&req).map(|s| (s.target.to_string(), s.close))
+    }
+
+    #[test]
+    fn only_plain_requests_without_a_body_are_simple() {
+        let get = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(parse(get), Some(("/a?b=1".into(), false)));
+        let close = "GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n";
+        assert_eq!(parse(close), Some(("/".into(), true)));
+        let empty_post = "POST /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+        assert!(parse(empty_post).is_some());
+        for other in [
+            "GET / HTTP/1.0\r\n\r\n",
+            "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            "POST /a HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "PUT /a HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET http://x/a HTTP/1.1\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\n\r\n",
+            "GET /a|b HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            assert_eq!(parse(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn framing_hands_over_what_it_cannot_parse() {
+        assert!(matches!(
+            framing(b"GET / HTTP/1.1\r\n\r\n"),
+            Framing::Complete(18)
+        ));
+        assert!(matches!(framing(b"GET / HTTP/1.1\r\nHo"), Framing::Partial));
+        assert!(matches!(framing(b"\x16\x03\x01\x02\x00"), Framing::Other));
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD));
+        assert!(matches!(framing(long.as_bytes()), Framing::Other));
+    }
+}
