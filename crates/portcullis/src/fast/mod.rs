@@ -9,6 +9,7 @@
 //! does not take (a body, an upgrade, HTTP/1.0, bad syntax). Both paths answer, count and log
 //! a request the same way; `[server] fast_path = false` turns this one off.
 
+mod deadline;
 mod pool;
 mod request;
 mod response;
@@ -34,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{Decision, Gateway, KeptAlive, RequestCtx};
 use crate::runtime::Runtime;
 use crate::upstream::Upstream;
+use deadline::Deadline;
 use request::{Framing, Simple, MAX_HEADERS};
 pub use response::HOP_BY_HOP_RESPONSE;
 use response::{Body, Parsed};
@@ -70,8 +72,10 @@ impl ServerApp for Edge {
             max_requests: self.max_requests,
             buf: Vec::with_capacity(4096),
             out: Vec::with_capacity(1024),
-            resp: Vec::with_capacity(16 * 1024),
+            resp: Vec::new(),
             shutdown: shutdown.clone(),
+            client_deadline: Deadline::default(),
+            upstream_deadline: Deadline::default(),
         };
         let mut stream = stream;
         if let Some(read) = conn.serve(&mut stream, &self.runtime, accepted).await {
@@ -127,6 +131,10 @@ struct Conn {
     /// Bytes read from the upstream.
     resp: Vec<u8>,
     shutdown: ShutdownWatch,
+    /// Times the client's reads.
+    client_deadline: Deadline,
+    /// Times the upstream's reads.
+    upstream_deadline: Deadline,
 }
 
 /// What waiting for a request header ended with.
@@ -191,6 +199,9 @@ impl Conn {
             match self.request(stream, &rt, len).await {
                 Next::KeepAlive => {
                     self.buf.drain(..len);
+                    // An idle connection keeps no response buffer: thousands of kept-alive
+                    // clients would hold 16 KiB each for nothing.
+                    self.resp = Vec::new();
                     since = Instant::now();
                 }
                 Next::Close => {
@@ -231,16 +242,14 @@ impl Conn {
             if self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(4096);
             }
-            let read = tokio::select! {
-                biased;
-                read = tokio::time::timeout_at(by.into(), stream.read_buf(&mut self.buf)) => read,
-                Ok(()) = self.shutdown.changed() => return Wait::Closed,
-            };
-            match read {
-                Err(_) if self.buf.is_empty() => return Wait::Closed,
-                Err(_) => return Wait::Slow,
-                Ok(Ok(0)) | Ok(Err(_)) => return Wait::Closed,
-                Ok(Ok(_)) => {}
+            // A stopping server closes an idle connection when its runtime stops (after
+            // shutdown_grace); a request that comes before is answered with `close`.
+            let read = self.client_deadline.run(by, stream.read_buf(&mut self.buf));
+            match read.await {
+                None if self.buf.is_empty() => return Wait::Closed,
+                None => return Wait::Slow,
+                Some(Ok(0)) | Some(Err(_)) => return Wait::Closed,
+                Some(Ok(_)) => {}
             }
         }
     }
@@ -256,8 +265,10 @@ impl Conn {
     async fn request_in(&mut self, stream: &mut Stream, rt: &Arc<Runtime>, head: &[u8]) -> Next {
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut fields);
-        if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
-            return Next::HandOff;
+        // Ending anywhere but at the blank line found (bare-LF line ends) is for HttpProxy.
+        match parsed.parse(head) {
+            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+            _ => return Next::HandOff,
         }
         let Some(req) = Simple::new(&parsed) else {
             return Next::HandOff;
@@ -404,7 +415,10 @@ impl Conn {
                 },
             };
             let head = loop {
-                match self.exchange(stream, &mut up.0, group, head_request).await {
+                match self
+                    .exchange(stream, &mut up.0, group, head_request, keep_alive)
+                    .await
+                {
                     Ok(head) => break head,
                     // A kept connection the upstream closed while it sat idle: once more on a
                     // new one, as nginx and Pingora do.
@@ -446,13 +460,15 @@ impl Conn {
         }
     }
 
-    /// Sends the request header on `up` and reads the response header into `self.resp`.
+    /// Sends the request header on `up` and reads the response header into `self.resp`; the
+    /// header for the client is then in `self.out`.
     async fn exchange(
         &mut self,
         stream: &mut Stream,
         up: &mut TcpStream,
         group: &Upstream,
         head_request: bool,
+        keep_alive: bool,
     ) -> Result<response::Head, Failure> {
         if up.write_all(&self.out).await.is_err() {
             return Err(Failure::Broken { stale: true });
@@ -466,19 +482,22 @@ impl Conn {
                 }
                 self.resp.reserve(16 * 1024);
             }
-            let read =
-                tokio::time::timeout(group.settings.read_timeout, up.read_buf(&mut self.resp));
-            match read.await {
-                Err(_) => return Err(Failure::Timeout),
-                Ok(Err(_)) | Ok(Ok(0)) => {
+            let by = Instant::now() + group.settings.read_timeout;
+            match self
+                .upstream_deadline
+                .run(by, up.read_buf(&mut self.resp))
+                .await
+            {
+                None => return Err(Failure::Timeout),
+                Some(Err(_)) | Some(Ok(0)) => {
                     return Err(Failure::Broken {
                         stale: self.resp.is_empty() && skipped == 0,
                     })
                 }
-                Ok(Ok(_)) => {}
+                Some(Ok(_)) => {}
             }
             loop {
-                match response::parse(&self.resp, head_request) {
+                match response::parse(&self.resp, head_request, keep_alive, &mut self.out) {
                     Parsed::Head(head) => return Ok(head),
                     Parsed::Informational { len, forward } => {
                         if forward && !write(stream, &self.resp[..len]).await {
@@ -508,11 +527,8 @@ impl Conn {
         group: &Upstream,
         ctx: &mut RequestCtx,
     ) -> Served {
-        // A body that ends with the upstream's close goes to the client chunked, as HttpProxy
-        // sends it, so the client's connection stays usable.
+        // The client's header is in `self.out` already (response::parse).
         let rechunk = head.body == Body::UntilClose;
-        self.out.clear();
-        response::client_header(&self.resp[..head.len], keep_alive, rechunk, &mut self.out);
         self.resp.drain(..head.len);
         let mut left = match head.body {
             Body::Length(n) => n,
@@ -569,9 +585,13 @@ impl Conn {
             self.out.clear();
             self.resp.clear();
             self.resp.reserve(16 * 1024);
-            let read = up.read_buf(&mut self.resp);
-            match tokio::time::timeout(group.settings.read_timeout, read).await {
-                Ok(Ok(0)) if rechunk => {
+            let by = Instant::now() + group.settings.read_timeout;
+            match self
+                .upstream_deadline
+                .run(by, up.read_buf(&mut self.resp))
+                .await
+            {
+                Some(Ok(0)) if rechunk => {
                     let written = write(stream, b"0\r\n\r\n").await;
                     return Served {
                         status: head.status,
@@ -579,7 +599,7 @@ impl Conn {
                         keep_alive: keep_alive && written,
                     };
                 }
-                Ok(Ok(n)) if n > 0 => {}
+                Some(Ok(n)) if n > 0 => {}
                 _ => {
                     return self
                         .broken_body(stream, group, ctx, head.status, body_bytes)

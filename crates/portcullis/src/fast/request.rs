@@ -25,11 +25,16 @@ pub enum Framing {
     Other,
 }
 
-/// Where the request header in `buf` ends, if it is all there.
+/// Where the request header in `buf` ends, if it is all there. A search for the blank line,
+/// so a request is parsed once (in [`Simple::new`]'s caller); only a buffer without one is
+/// parsed here, to tell a partial header from one with bare-LF line ends (which goes to
+/// `HttpProxy`) or from junk.
 pub fn framing(buf: &[u8]) -> Framing {
+    if let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") {
+        return Framing::Complete(end + 4);
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     match httparse::Request::new(&mut headers).parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Framing::Complete(n),
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Framing::Partial,
         _ => Framing::Other,
     }
@@ -48,6 +53,10 @@ pub struct Simple<'r, 'b> {
     pub headers: &'r [httparse::Header<'b>],
     /// The client asked to close the connection after this request.
     pub close: bool,
+    /// The Host field.
+    pub host: Option<&'b [u8]>,
+    /// The User-Agent field (the first, as HttpProxy's lookup finds it).
+    pub user_agent: Option<&'b [u8]>,
 }
 
 impl<'r, 'b> Simple<'r, 'b> {
@@ -61,6 +70,8 @@ impl<'r, 'b> Simple<'r, 'b> {
             return None;
         }
         let mut close = false;
+        let mut host = None;
+        let mut user_agent = None;
         let mut hosts = 0;
         let mut lengths = 0;
         for h in headers {
@@ -72,6 +83,9 @@ impl<'r, 'b> Simple<'r, 'b> {
                 }
             } else if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
+                host = Some(h.value);
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                user_agent = user_agent.or(Some(h.value));
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -96,15 +110,9 @@ impl<'r, 'b> Simple<'r, 'b> {
             target,
             headers,
             close,
+            host,
+            user_agent,
         })
-    }
-
-    /// The first value of header `name` (lower case).
-    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
     }
 
     /// What the filters read from this request from `peer`.
@@ -118,12 +126,10 @@ impl<'r, 'b> Simple<'r, 'b> {
         RequestFacts {
             peer,
             client: rt.client_ip.address(peer, values),
-            host: self
-                .header("host")
-                .and_then(|h| std::str::from_utf8(h).ok()),
+            host: self.host.and_then(|h| std::str::from_utf8(h).ok()),
             path: self.target.split('?').next().unwrap_or(self.target),
             raw_path: self.target.as_bytes(),
-            user_agent: self.header("user-agent"),
+            user_agent: self.user_agent,
             declared_body: 0,
         }
     }
@@ -245,6 +251,10 @@ mod tests {
         ));
         assert!(matches!(framing(b"GET / HTTP/1.1\r\nHo"), Framing::Partial));
         assert!(matches!(framing(b"\x16\x03\x01\x02\x00"), Framing::Other));
+        assert!(matches!(
+            framing(b"GET / HTTP/1.1\nHost: x\n\n"),
+            Framing::Other
+        ));
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD));
         assert!(matches!(framing(long.as_bytes()), Framing::Other));
     }

@@ -54,8 +54,10 @@ pub enum Parsed {
     Invalid,
 }
 
-/// Parses the upstream response header at the start of `buf`, for a request with `method`.
-pub fn parse(buf: &[u8], head_request: bool) -> Parsed {
+/// Parses the upstream response header at the start of `buf` (the answer to a HEAD request
+/// with `head_request`). For a final response, also writes the header the client gets into
+/// `out` ([`client_header`]), announcing `keep_alive`.
+pub fn parse(buf: &[u8], head_request: bool, keep_alive: bool, out: &mut Vec<u8>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
@@ -116,6 +118,9 @@ pub fn parse(buf: &[u8], head_request: bool) -> Parsed {
     if body == Body::UntilClose {
         reusable = false;
     }
+    out.clear();
+    let reason = resp.reason.unwrap_or("");
+    client_header(status, reason, resp.headers, keep_alive, body, out);
     Parsed::Head(Head {
         status,
         len,
@@ -124,24 +129,26 @@ pub fn parse(buf: &[u8], head_request: bool) -> Parsed {
     })
 }
 
-/// Writes the header the client gets for the upstream header `raw` into `out`: the status
-/// line as HTTP/1.1, the upstream's fields minus hop-by-hop ones and `Date`, then `Date` and
-/// `Connection` as Pingora's `HttpProxy` writes them. With `rechunk`, the body is sent chunked
-/// ([`push_chunk`]).
-pub fn client_header(raw: &[u8], keep_alive: bool, rechunk: bool, out: &mut Vec<u8>) {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    // `raw` parsed before; nothing to write if it somehow does not now.
-    if resp.parse(raw).is_err() {
-        return;
-    }
+/// Writes the header the client gets for an upstream response into `out`: the status line
+/// as HTTP/1.1, the upstream's fields minus hop-by-hop ones and `Date`, then `Date` and
+/// `Connection` as Pingora's `HttpProxy` writes them. A body that ends with the upstream's
+/// close is sent chunked ([`push_chunk`]), as `HttpProxy` sends it, so the client's connection
+/// stays usable.
+fn client_header(
+    status: u16,
+    reason: &str,
+    headers: &[httparse::Header<'_>],
+    keep_alive: bool,
+    body: Body,
+    out: &mut Vec<u8>,
+) {
+    let rechunk = body == Body::UntilClose;
     out.extend_from_slice(b"HTTP/1.1 ");
-    let status = resp.code.unwrap_or(502);
     push_status(out, status);
     out.push(b' ');
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for h in resp.headers.iter() {
+    for h in headers {
         let name = h.name;
         if HOP_BY_HOP_RESPONSE
             .iter()
@@ -335,7 +342,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str, head_request: bool) -> Head {
-        match parse(raw.as_bytes(), head_request) {
+        match parse(raw.as_bytes(), head_request, true, &mut Vec::new()) {
             Parsed::Head(h) => h,
             _ => panic!("not a final response: {raw:?}"),
         }
@@ -372,7 +379,9 @@ mod tests {
         assert!(matches!(
             parse(
                 b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200",
-                false
+                false,
+                true,
+                &mut Vec::new()
             ),
             Parsed::Informational {
                 len: 40,
@@ -386,7 +395,10 @@ mod tests {
             "SSH-2.0-OpenSSH\r\n\r\n",
         ] {
             assert!(
-                matches!(parse(invalid.as_bytes(), false), Parsed::Invalid),
+                matches!(
+                    parse(invalid.as_bytes(), false, true, &mut Vec::new()),
+                    Parsed::Invalid
+                ),
                 "{invalid:?}"
             );
         }
