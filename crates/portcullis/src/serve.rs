@@ -40,6 +40,11 @@ pub fn run(path: &Path) -> ExitCode {
         // timeout: split the configured grace between the two (containers wait ~10 s).
         grace_period_seconds: Some(settings.server.shutdown_grace.as_secs().saturating_sub(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        // One single-threaded runtime per thread, as nginx runs one event loop per worker: a
+        // connection stays on the thread that accepted it, with that thread's upstream pool
+        // (fast/pool.rs), and no thread wakes another. Measured against work stealing in
+        // docs/performance.md.
+        work_stealing: false,
         ..ServerConf::default()
     };
     if let Some(dir) = &settings.server.state_dir {
