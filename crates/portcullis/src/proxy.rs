@@ -122,7 +122,8 @@ pub struct RequestCtx {
     /// True while the last connection attempt failed (counted as `connect` already).
     pub connect_failed: bool,
     /// Guards held while the request is in flight (released on drop).
-    pub inflight: Vec<crate::inflight::Guard>,
+    /// At most two (per client, total), kept inline: no allocation per request.
+    pub inflight: smallvec::SmallVec<[crate::inflight::Guard; 2]>,
     /// The route's `client_max_body_size`; `None`: no limit.
     pub body_limit: Option<u64>,
     /// Request body bytes passed on so far.

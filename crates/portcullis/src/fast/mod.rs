@@ -185,18 +185,21 @@ impl Conn {
         accepted: Instant,
     ) -> Option<Vec<u8>> {
         let mut since = accepted;
+        // The current runtime without touching its reference count per request (a cache line
+        // both threads would write); a reload is seen at the next request.
+        let mut current = arc_swap::Cache::new(runtime);
         loop {
-            let rt = runtime.load_full();
-            let len = match self.read_head(stream, &rt, since).await {
+            let rt = current.load();
+            let len = match self.read_head(stream, rt, since).await {
                 Wait::Head(len) => len,
                 Wait::Other => return Some(std::mem::take(&mut self.buf)),
                 Wait::Closed => return None,
                 Wait::Slow => {
-                    crate::proxy::refused(&rt, Some(self.peer), None, 408);
+                    crate::proxy::refused(rt, Some(self.peer), None, 408);
                     return None;
                 }
             };
-            match self.request(stream, &rt, len).await {
+            match self.request(stream, rt, len).await {
                 Next::KeepAlive => {
                     self.buf.drain(..len);
                     // An idle connection keeps no response buffer: thousands of kept-alive
