@@ -41,17 +41,14 @@ impl std::fmt::Debug for BanAtAccept {
     }
 }
 
-#[async_trait]
-impl ConnectionFilter for BanAtAccept {
-    async fn should_accept(&self, addr: Option<&SocketAddr>) -> bool {
-        let Some(addr) = addr else {
-            return true;
-        };
+impl BanAtAccept {
+    /// Whether a connection from `peer` may go on; counts the refusal if not.
+    pub fn allows(&self, peer: SocketAddr) -> bool {
         let rt = self.runtime.load();
-        if rt.client_ip.is_trusted(addr.ip()) {
+        if rt.client_ip.is_trusted(peer.ip()) {
             return true;
         }
-        let key = rt.client_ip.normalize(addr.ip());
+        let key = rt.client_ip.normalize(peer.ip());
         let reason = match rt.filters.store.reputation.check(key, SystemClock.now_ms()) {
             Verdict::Allow => return true,
             Verdict::Banned { .. } => "banned",
@@ -59,6 +56,13 @@ impl ConnectionFilter for BanAtAccept {
         };
         refused().with_label_values(&[reason]).inc();
         false
+    }
+}
+
+#[async_trait]
+impl ConnectionFilter for BanAtAccept {
+    async fn should_accept(&self, addr: Option<&SocketAddr>) -> bool {
+        addr.is_none_or(|a| self.allows(*a))
     }
 }
 

@@ -18,6 +18,7 @@ mod runtime;
 mod serve;
 mod state;
 mod upstream;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -40,11 +40,6 @@ pub fn run(path: &Path) -> ExitCode {
         // timeout: split the configured grace between the two (containers wait ~10 s).
         grace_period_seconds: Some(settings.server.shutdown_grace.as_secs().saturating_sub(1)),
         graceful_shutdown_timeout_seconds: Some(1),
-        // One single-threaded runtime per thread, as nginx runs one event loop per worker: a
-        // connection stays on the thread that accepted it, with that thread's upstream pool
-        // (fast/pool.rs), and no thread wakes another. Measured against work stealing in
-        // docs/performance.md.
-        work_stealing: false,
         ..ServerConf::default()
     };
     if let Some(dir) = &settings.server.state_dir {
@@ -68,6 +63,7 @@ pub fn run(path: &Path) -> ExitCode {
     let admin = settings.admin.clone();
     let keepalive = settings.server.keepalive_timeout;
     let keepalive_requests = settings.server.keepalive_requests;
+    let threads = settings.server.threads;
     let runtime = match Runtime::build(settings, None) {
         Ok(rt) => rt,
         Err(e) => {
@@ -78,50 +74,70 @@ pub fn run(path: &Path) -> ExitCode {
     let shared = Arc::new(ArcSwap::from_pointee(runtime));
     crate::metrics::EngineCollector::register(shared.clone());
 
-    let gateway = Gateway {
-        runtime: shared.clone(),
-    };
-    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-    // keepalive_timeout for HTTP/2 too, as nginx has it since http2_idle_timeout went away
-    // (Pingora keeps an idle HTTP/2 connection forever otherwise). HTTP/1.1 connections get it
-    // per request, so a reload changes it there (proxy.rs). With keep-alive off, an HTTP/2
-    // connection closes as soon as it has been idle for a second.
-    let mut options = HttpServerOptions::default();
-    options.h2_idle_timeout = Some(Duration::from_secs(keepalive.unwrap_or(1)));
-    // nginx's keepalive_requests (requests per connection; Pingora counts the reuses after the
-    // first). Pingora's own default is no limit.
-    options.keepalive_request_limit = Some(keepalive_requests - 1);
-    proxy.server_options = Some(options);
-    // The fast path in front of HttpProxy (fast.rs); it passes on what it does not serve.
-    let edge = crate::fast::Edge {
-        proxy: Arc::new(proxy),
-        runtime: shared.clone(),
-        max_requests: keepalive_requests,
-    };
-    let mut proxy = Service::new("portcullis".to_string(), edge);
     crate::accept::register_metrics();
-    proxy.set_connection_filter(Arc::new(crate::accept::BanAtAccept {
+    let filter = Arc::new(crate::accept::BanAtAccept {
         runtime: shared.clone(),
-    }));
-    for addr in &listen {
-        proxy.add_tcp(&addr.to_string());
-    }
-    for t in &tls {
-        let (Some(cert), Some(key)) = (t.cert.to_str(), t.key.to_str()) else {
-            tracing::error!(listen = %t.listen, "TLS certificate and key paths must be UTF-8");
-            return ExitCode::FAILURE;
+    });
+    // The proxy: the fast path in front of HttpProxy (fast/mod.rs).
+    let configuration = server.configuration.clone();
+    let edge = |configuration: &Arc<ServerConf>| {
+        let gateway = Gateway {
+            runtime: shared.clone(),
         };
-        let mut settings = match TlsSettings::intermediate(cert, key) {
+        let mut proxy = pingora::proxy::http_proxy(configuration, gateway);
+        // keepalive_timeout for HTTP/2 too, as nginx has it since http2_idle_timeout went
+        // away (Pingora keeps an idle HTTP/2 connection forever otherwise). HTTP/1.1
+        // connections get it per request, so a reload changes it there (proxy.rs). With
+        // keep-alive off, an HTTP/2 connection closes as soon as it has been idle for a second.
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(Duration::from_secs(keepalive.unwrap_or(1)));
+        // nginx's keepalive_requests (requests per connection; Pingora counts the reuses
+        // after the first). Pingora's own default is no limit.
+        options.keepalive_request_limit = Some(keepalive_requests - 1);
+        proxy.server_options = Some(options);
+        crate::fast::Edge {
+            proxy: Arc::new(proxy),
+            runtime: shared.clone(),
+            max_requests: keepalive_requests,
+        }
+    };
+    // Plain listeners: one worker per thread, each accepting on its own descriptor of the
+    // sockets, so a connection stays on one thread (workers.rs says why).
+    if !listen.is_empty() {
+        let sockets = match crate::workers::bind(&listen, threads) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(listen = %t.listen, error = %e, "cannot set up TLS");
+                eprintln!("server.listen: {e}");
+                tracing::error!(error = %e, "cannot listen; not starting");
                 return ExitCode::FAILURE;
             }
         };
-        settings.enable_h2();
-        proxy.add_tls_with_settings(&t.listen.to_string(), None, settings);
+        for (index, sockets) in sockets.into_iter().enumerate() {
+            let edge = edge(&configuration);
+            let worker = crate::workers::Worker::new(index, sockets, edge, filter.clone());
+            server.add_service(worker);
+        }
     }
-    server.add_service(proxy);
+    if !tls.is_empty() {
+        let mut secure = Service::new("portcullis-tls".to_string(), edge(&configuration));
+        secure.set_connection_filter(filter.clone());
+        for t in &tls {
+            let (Some(cert), Some(key)) = (t.cert.to_str(), t.key.to_str()) else {
+                tracing::error!(listen = %t.listen, "TLS certificate and key paths must be UTF-8");
+                return ExitCode::FAILURE;
+            };
+            let mut settings = match TlsSettings::intermediate(cert, key) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(listen = %t.listen, error = %e, "cannot set up TLS");
+                    return ExitCode::FAILURE;
+                }
+            };
+            settings.enable_h2();
+            secure.add_tls_with_settings(&t.listen.to_string(), None, settings);
+        }
+        server.add_service(secure);
+    }
 
     if let Some(addr) = metrics_addr {
         let mut metrics = pingora_prometheus::prometheus_http_service();
