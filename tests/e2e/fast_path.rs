@@ -290,3 +290,81 @@ async fn a_connection_moves_to_httpproxy_at_a_request_with_a_body() {
         1.0
     );
 }
+
+/// Pipelined requests get their answers in order, each through every filter.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let (addr, seen) = framing_upstream().await;
+    let gw = gateway_to(addr)
+        .server("fast_path = true")
+        .extra("[probes]\nbuiltin = true\naction = \"404\"")
+        .start()
+        .await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let three = "GET /chunked HTTP/1.1\r\nhost: a\r\n\r\n\
+                 GET /.env HTTP/1.1\r\nhost: a\r\n\r\n\
+                 GET /kept HTTP/1.1\r\nhost: a\r\n\r\n";
+    conn.write_all(three.as_bytes()).await.unwrap();
+    // The three answers, one after the other on the connection.
+    let mut all = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !all.ends_with(b"\r\n\r\nkept") {
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => all.extend_from_slice(&chunk[..n]),
+            _ => panic!("incomplete: {:?}", String::from_utf8_lossy(&all)),
+        }
+    }
+    let text = String::from_utf8_lossy(&all);
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} in {text}"))
+    };
+    assert!(
+        at("6\r\n world\r\n0\r\n\r\n") < at("HTTP/1.1 404"),
+        "{text}"
+    );
+    assert!(
+        at("404 Not Found\n") < at("content-length: 4\r\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 3, "{text}");
+    let paths: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.lines().next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(paths, ["GET /chunked HTTP/1.1", "GET /kept HTTP/1.1"]);
+    assert_eq!(
+        gw.metric("portcullis_fast_path_requests_total", &[]).await,
+        3.0
+    );
+}
+
+/// An upstream that dies in the middle of a body: the client sees the body cut short and its
+/// connection closed (never a body that looks whole), and the failure is counted.
+#[tokio::test]
+async fn an_upstream_dying_mid_body_closes_the_client_connection() {
+    let addr = listen(|mut stream| async move {
+        if read_head(&mut stream).await.is_some() {
+            let partial = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b";
+            let _ = stream.write_all(partial).await;
+        }
+    })
+    .await;
+    let gw = gateway_to(addr).server("fast_path = true").start().await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut conn, false).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("only ten b\nopen: false"), "{answer}");
+    let failures = [("upstream", "api"), ("kind", "proxy")];
+    assert_eq!(
+        gw.metric_settles("portcullis_upstream_errors_total", &failures, 1.0)
+            .await,
+        1.0
+    );
+}
