@@ -364,26 +364,6 @@ impl Conn {
         let (Some(route), Some(key), Some(client)) = (ctx.route, ctx.key, ctx.client) else {
             return self.answer(stream, 500, "error\n", None, false).await;
         };
-        // The last moment before the request leaves: a client banned while this request was
-        // delayed (often by its own concurrent requests' 404s) is refused here, so no request
-        // reaches the upstream after its client's ban.
-        if let Some(decision) = crate::filters::banned_now(rt, key, SystemClock.now_ms()) {
-            ctx.decision = decision;
-            return match crate::filters::ban_answer(rt) {
-                Answer::Status { status, .. } => {
-                    let body = crate::filters::refusal_body(status);
-                    self.answer(stream, status, body, None, keep_alive).await
-                }
-                Answer::Drop => {
-                    ctx.drop_connection = true;
-                    Served {
-                        status: 444,
-                        body_bytes: 0,
-                        keep_alive: false,
-                    }
-                }
-            };
-        }
         let group = &rt.upstreams[rt.settings.routes[route].upstream];
         req.upstream_header(client, self.peer, &mut self.out);
         let head_request = req.method.eq_ignore_ascii_case("HEAD");
@@ -417,6 +397,14 @@ impl Conn {
                     }
                 },
             };
+            // The last moment before the request leaves: a client banned while this request
+            // was delayed or connecting (often by its own concurrent requests' 404s) is refused
+            // here, so no request reaches the upstream after its client's ban.
+            if let Some(decision) = crate::filters::banned_now(rt, key, SystemClock.now_ms()) {
+                ctx.decision = decision;
+                pool::give_back(addr, up.0, rt.settings.server.upstream_keepalive);
+                return self.ban_answer(stream, rt, ctx, keep_alive).await;
+            }
             let head = loop {
                 match self
                     .exchange(stream, &mut up.0, group, head_request, keep_alive)
@@ -460,6 +448,30 @@ impl Conn {
             return self
                 .relay(stream, up, addr, head, keep_alive, rt, group, ctx)
                 .await;
+        }
+    }
+
+    /// The answer for a client banned while its request was on its way.
+    async fn ban_answer(
+        &mut self,
+        stream: &mut Stream,
+        rt: &Runtime,
+        ctx: &mut RequestCtx,
+        keep_alive: bool,
+    ) -> Served {
+        match crate::filters::ban_answer(rt) {
+            Answer::Status { status, .. } => {
+                let body = crate::filters::refusal_body(status);
+                self.answer(stream, status, body, None, keep_alive).await
+            }
+            Answer::Drop => {
+                ctx.drop_connection = true;
+                Served {
+                    status: 444,
+                    body_bytes: 0,
+                    keep_alive: false,
+                }
+            }
         }
     }
 
