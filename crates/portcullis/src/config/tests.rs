@@ -250,3 +250,14 @@ fn client_header_timeout_follows_nginx() {
     assert_eq!(err[0].key, "server.client_header_timeout");
     assert_eq!(err[0].line, Some(3));
 }
+
+#[test]
+fn fast_path_is_on_unless_turned_off() {
+    assert!(parse(MINIMAL).unwrap().server.fast_path);
+    let with =
+        |v: &str| parse(&MINIMAL.replace("[server]\n", &format!("[server]\nfast_path = {v}\n")));
+    assert!(!with("false").unwrap().server.fast_path);
+    let err = with("\"no\"").unwrap_err();
+    assert_eq!(err[0].key, "server.fast_path");
+    assert_eq!(err[0].line, Some(3));
+}
