@@ -497,12 +497,7 @@ impl Conn {
                 }
                 self.resp.reserve(16 * 1024);
             }
-            let by = Instant::now() + group.settings.read_timeout;
-            match self
-                .upstream_deadline
-                .run(by, up.read_buf(&mut self.resp))
-                .await
-            {
+            match self.read_upstream(up, group).await {
                 None => return Err(Failure::Timeout),
                 Some(Err(_)) | Some(Ok(0)) => {
                     return Err(Failure::Broken {
@@ -526,6 +521,19 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Reads what the upstream sends next into `self.resp`, within the group's read_timeout
+    /// (`None` when it passed).
+    async fn read_upstream(
+        &mut self,
+        up: &mut TcpStream,
+        group: &Upstream,
+    ) -> Option<std::io::Result<usize>> {
+        let by = Instant::now() + group.settings.read_timeout;
+        self.upstream_deadline
+            .run(by, up.read_buf(&mut self.resp))
+            .await
     }
 
     /// Writes the response whose header is in `self.resp` to the client, with its body, and
@@ -600,12 +608,7 @@ impl Conn {
             self.out.clear();
             self.resp.clear();
             self.resp.reserve(16 * 1024);
-            let by = Instant::now() + group.settings.read_timeout;
-            match self
-                .upstream_deadline
-                .run(by, up.read_buf(&mut self.resp))
-                .await
-            {
+            match self.read_upstream(&mut up, group).await {
                 Some(Ok(0)) if rechunk => {
                     let written = write(stream, b"0\r\n\r\n").await;
                     return Served {
