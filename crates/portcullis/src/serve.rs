@@ -80,11 +80,11 @@ pub fn run(path: &Path) -> ExitCode {
     });
     // The proxy: the fast path in front of HttpProxy (fast/mod.rs).
     let configuration = server.configuration.clone();
-    let edge = |configuration: &Arc<ServerConf>| {
+    let edge = || {
         let gateway = Gateway {
             runtime: shared.clone(),
         };
-        let mut proxy = pingora::proxy::http_proxy(configuration, gateway);
+        let mut proxy = pingora::proxy::http_proxy(&configuration, gateway);
         // keepalive_timeout for HTTP/2 too, as nginx has it since http2_idle_timeout went
         // away (Pingora keeps an idle HTTP/2 connection forever otherwise). HTTP/1.1
         // connections get it per request, so a reload changes it there (proxy.rs). With
@@ -113,13 +113,12 @@ pub fn run(path: &Path) -> ExitCode {
             }
         };
         for (index, sockets) in sockets.into_iter().enumerate() {
-            let edge = edge(&configuration);
-            let worker = crate::workers::Worker::new(index, sockets, edge, filter.clone());
+            let worker = crate::workers::Worker::new(index, sockets, edge(), filter.clone());
             server.add_service(worker);
         }
     }
     if !tls.is_empty() {
-        let mut secure = Service::new("portcullis-tls".to_string(), edge(&configuration));
+        let mut secure = Service::new("portcullis-tls".to_string(), edge());
         secure.set_connection_filter(filter.clone());
         for t in &tls {
             let (Some(cert), Some(key)) = (t.cert.to_str(), t.key.to_str()) else {
