@@ -209,11 +209,13 @@ fn requests() -> Vec<(&'static str, String)> {
 async fn both_paths_answer_alike_and_forward_alike() {
     let mut answers = Vec::new();
     let mut forwarded = Vec::new();
+    let mut logged = Vec::new();
     for fast in [true, false] {
         let (addr, seen) = framing_upstream().await;
         let gw = gateway_to(addr)
             .server(&format!("fast_path = {fast}"))
             .extra("[probes]\nbuiltin = true\naction = \"404\"")
+            .extra("[access_log]\ntarget = \"access.log\"")
             .start()
             .await;
         // All at once: telling an open connection from a closed one takes a wait each.
@@ -240,7 +242,26 @@ async fn both_paths_answer_alike_and_forward_alike() {
         assert_eq!(served, if fast { 16.0 } else { 0.0 }, "fast_path = {fast}");
         answers.push(got);
         forwarded.push(seen.lock().unwrap().clone());
+        // The access log: the same lines, the time aside, in any order.
+        let log = gw.config_path.parent().unwrap().join("access.log");
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        let all_there = || async { read().lines().count() >= 16 };
+        assert!(
+            eventually(Duration::from_secs(5), all_there).await,
+            "{}",
+            read()
+        );
+        let mut lines: Vec<String> = read()
+            .lines()
+            .map(|l| match (l.find('['), l.find(']')) {
+                (Some(a), Some(b)) => format!("{}{}", &l[..a], &l[b..]),
+                _ => l.to_string(),
+            })
+            .collect();
+        lines.sort();
+        logged.push(lines);
     }
+    assert_eq!(logged[0], logged[1], "the access log lines differ");
     for (fast, proxy) in answers[0].iter().zip(&answers[1]) {
         assert_eq!(fast, proxy, "fast path (left) and HttpProxy (right) differ");
     }

@@ -323,9 +323,9 @@ impl Conn {
             Metrics::get().response_counter(served.status).inc();
         }
         if rt.access_log.enabled() {
-            let header = req.to_header();
+            let line = req.log_line();
             rt.access_log
-                .record_request(header.as_ref(), &ctx, served.status, served.body_bytes);
+                .record_request(Some(&line), &ctx, served.status, served.body_bytes);
         }
         match served.keep_alive {
             true => Next::KeepAlive,
@@ -581,7 +581,10 @@ impl Conn {
                 },
                 Body::UntilClose => (n, false),
             };
-            body_bytes += take;
+            body_bytes = match head.body {
+                Body::Chunked => chunks.content() as usize,
+                _ => body_bytes + take,
+            };
             match rechunk {
                 true => response::push_chunk(&mut self.out, &self.resp[..take]),
                 false => self.out.extend_from_slice(&self.resp[..take]),

@@ -3,8 +3,7 @@
 
 use std::net::IpAddr;
 
-use pingora::http::RequestHeader;
-
+use crate::access_log::RequestLine;
 use crate::filters::RequestFacts;
 use crate::runtime::Runtime;
 
@@ -172,19 +171,25 @@ impl<'r, 'b> Simple<'r, 'b> {
         out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
     }
 
-    /// The request as a Pingora header, for the access log.
-    pub fn to_header(&self) -> Option<RequestHeader> {
-        let mut req = RequestHeader::build(
-            self.method,
-            self.target.as_bytes(),
-            Some(self.headers.len()),
-        )
-        .ok()?;
-        for h in self.headers {
-            let value = http::HeaderValue::from_bytes(h.value).ok()?;
-            req.append_header(h.name.to_string(), value).ok()?;
+    /// What the access log writes of this request.
+    pub fn log_line(&self) -> RequestLine<'b> {
+        // Visible ASCII only, as `HeaderValue::to_str` lets through on the HttpProxy path.
+        let text = |v: Option<&'b [u8]>| {
+            v.filter(|v| v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        let referer = self
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("referer"))
+            .map(|h| h.value);
+        RequestLine {
+            method: self.method,
+            target: self.target,
+            version: "HTTP/1.1",
+            referer: text(referer),
+            user_agent: text(self.user_agent),
         }
-        Some(req)
     }
 }
 

@@ -258,6 +258,8 @@ pub struct Chunked {
     size: u64,
     /// Hex digits read of the current size.
     digits: u8,
+    /// Content bytes seen so far (chunk data, without the framing).
+    content: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -288,6 +290,7 @@ impl Chunked {
             if self.state == Data {
                 let take = self.size.min((bytes.len() - i) as u64);
                 self.size -= take;
+                self.content += take;
                 i += take as usize;
                 if self.size == 0 {
                     self.state = DataCr;
@@ -325,6 +328,11 @@ impl Chunked {
             }
         }
         Ok(None)
+    }
+
+    /// Content bytes fed so far: what the access log counts as body, as HttpProxy does.
+    pub fn content(&self) -> u64 {
+        self.content
     }
 
     fn after_size(&mut self) -> ChunkState {
@@ -410,6 +418,7 @@ mod tests {
         // Whole, and split at every byte: the same end, just before NEXT.
         let mut whole = Chunked::default();
         assert_eq!(whole.feed(body), Ok(Some(body.len() - 4)));
+        assert_eq!(whole.content(), 15);
         for split in 1..body.len() - 4 {
             let mut parts = Chunked::default();
             assert_eq!(parts.feed(&body[..split]), Ok(None), "split at {split}");
