@@ -306,20 +306,7 @@ fn route_name(ctx: &RequestCtx) -> &str {
 fn push_addr(line: &mut String, addr: Option<IpAddr>) {
     match addr {
         None => line.push('-'),
-        Some(IpAddr::V4(v4)) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    line.push('.');
-                }
-                if octet >= 100 {
-                    line.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    line.push(char::from(b'0' + octet / 10 % 10));
-                }
-                line.push(char::from(b'0' + octet % 10));
-            }
-        }
+        Some(IpAddr::V4(v4)) => line.push_str(crate::proxy::ipv4_text(v4, &mut [0; 15])),
         Some(IpAddr::V6(v6)) => {
             let _ = write!(line, "{v6}");
         }

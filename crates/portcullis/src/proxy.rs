@@ -382,14 +382,9 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         ctx.connect_failed = true;
         if let (Some(upstream), Some((addr, _))) = (ctx.group(), ctx.upstream) {
-            upstream.mark_down(addr, SystemClock.now_ms());
-            Metrics::get()
-                .upstream_errors
-                .with_label_values(&[upstream.settings.name.as_str(), "connect"])
-                .inc();
-            tracing::warn!(upstream = %upstream.settings.name, server = %peer, error = %e, "upstream connect failed");
-            // Another server may take it; never loop more than once around the group.
-            e.set_retry(ctx.tries < upstream.len());
+            let now = SystemClock.now_ms();
+            let retry = upstream.connect_failed(addr, peer, &e, ctx.tries, now);
+            e.set_retry(retry);
         }
         e
     }
@@ -526,12 +521,7 @@ impl ProxyHttp for Gateway {
             ctx.decision = Decision::UpstreamError;
             // Connect failures were counted (and logged) as `connect` by fail_to_connect.
             if let (Some(upstream), false) = (ctx.group(), ctx.connect_failed) {
-                let name = upstream.settings.name.as_str();
-                Metrics::get()
-                    .upstream_errors
-                    .with_label_values(&[name, "proxy"])
-                    .inc();
-                tracing::warn!(upstream = name, error = %e, "upstream failed");
+                upstream.failed(e);
             }
         } else if code == 400 {
             ctx.decision = Decision::Malformed;
@@ -602,26 +592,37 @@ fn list_with_ip(list: &[u8], ip: IpAddr) -> Result<http::HeaderValue> {
 /// Appends `ip` as text; IPv4 without the formatting machinery (this runs for every request).
 pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
-            }
-        }
+        IpAddr::V4(v4) => out.extend_from_slice(ipv4_text(v4, &mut [0; 15]).as_bytes()),
         IpAddr::V6(v6) => {
             use std::io::Write as _;
             // Writing to a Vec cannot fail.
             let _ = write!(out, "{v6}");
         }
     }
+}
+
+/// `v4` in dotted form, written into `buf` without the formatting machinery (a forwarding
+/// header and an access log line each need one per request).
+pub(crate) fn ipv4_text(v4: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &str {
+    let mut n = 0;
+    let mut put = |b: u8| {
+        buf[n] = b;
+        n += 1;
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            put(b'.');
+        }
+        if octet >= 100 {
+            put(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            put(b'0' + octet / 10 % 10);
+        }
+        put(b'0' + octet % 10);
+    }
+    // Only ASCII digits and dots were written.
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! `down_for`, and the request is retried on the next one.
 
 use crate::config::UpstreamSettings;
+use crate::metrics::Metrics;
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -61,6 +63,39 @@ impl Upstream {
     /// How many servers the group has.
     pub fn len(&self) -> usize {
         self.settings.servers.len()
+    }
+
+    /// Records a failed connection to `addr` (shown as `server`) at `now_ms`: marks it down,
+    /// counts `portcullis_upstream_errors_total{kind="connect"}` and logs it. True when another
+    /// server may still take the request after `tries` attempts: never more than once around
+    /// the group.
+    pub fn connect_failed(
+        &self,
+        addr: SocketAddr,
+        server: &dyn Display,
+        error: &dyn Display,
+        tries: usize,
+        now_ms: u64,
+    ) -> bool {
+        self.mark_down(addr, now_ms);
+        let name = self.settings.name.as_str();
+        Metrics::get()
+            .upstream_errors
+            .with_label_values(&[name, "connect"])
+            .inc();
+        tracing::warn!(upstream = name, server = %server, error = %error, "upstream connect failed");
+        tries < self.len()
+    }
+
+    /// Records a failure after connecting (the client gets 502 or 504, or a cut-off body):
+    /// counts `portcullis_upstream_errors_total{kind="proxy"}` and logs it.
+    pub fn failed(&self, error: &dyn Display) {
+        let name = self.settings.name.as_str();
+        Metrics::get()
+            .upstream_errors
+            .with_label_values(&[name, "proxy"])
+            .inc();
+        tracing::warn!(upstream = name, error = %error, "upstream failed");
     }
 }
 

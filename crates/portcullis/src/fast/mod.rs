@@ -369,8 +369,9 @@ impl Conn {
         let head_request = req.method.eq_ignore_ascii_case("HEAD");
         loop {
             let Some(addr) = group.select(SystemClock.now_ms()) else {
-                ctx.decision = Decision::UpstreamError;
-                return self.upstream_failed(stream, group, 502, "no servers").await;
+                return self
+                    .upstream_failed(stream, ctx, group, 502, "no servers")
+                    .await;
             };
             ctx.tries += 1;
             let started = Instant::now();
@@ -379,21 +380,14 @@ impl Conn {
                 Some(up) => (up, true),
                 None => match connect(addr, group.settings.connect_timeout).await {
                     Ok(up) => (up, false),
-                    Err(timed_out) => {
-                        group.mark_down(addr, SystemClock.now_ms());
-                        let name = group.settings.name.as_str();
-                        Metrics::get()
-                            .upstream_errors
-                            .with_label_values(&[name, "connect"])
-                            .inc();
-                        tracing::warn!(upstream = name, server = %addr, timed_out, "upstream connect failed");
-                        // Another server may take it; never more than once around the group.
-                        if ctx.tries < group.len() {
+                    Err(e) => {
+                        let now = SystemClock.now_ms();
+                        if group.connect_failed(addr, &addr, &e, ctx.tries, now) {
                             continue;
                         }
-                        ctx.decision = Decision::UpstreamError;
+                        let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
                         let status = if timed_out { 504 } else { 502 };
-                        return self.answer_failure(stream, status).await;
+                        return self.answer_failure(stream, ctx, status).await;
                     }
                 },
             };
@@ -417,8 +411,9 @@ impl Conn {
                         match connect(addr, group.settings.connect_timeout).await {
                             Ok(fresh) => up = (fresh, false),
                             Err(_) => {
-                                ctx.decision = Decision::UpstreamError;
-                                return self.upstream_failed(stream, group, 502, "reconnect").await;
+                                return self
+                                    .upstream_failed(stream, ctx, group, 502, "reconnect")
+                                    .await;
                             }
                         }
                     }
@@ -430,7 +425,6 @@ impl Conn {
                         }
                     }
                     Err(failure) => {
-                        ctx.decision = Decision::UpstreamError;
                         let (status, what) = match failure {
                             Failure::Timeout => (504, "read timed out"),
                             Failure::Invalid => (502, "invalid response"),
@@ -438,7 +432,7 @@ impl Conn {
                                 (502, "connection broken")
                             }
                         };
-                        return self.upstream_failed(stream, group, status, what).await;
+                        return self.upstream_failed(stream, ctx, group, status, what).await;
                     }
                 }
             };
@@ -641,7 +635,7 @@ impl Conn {
         body_bytes: usize,
     ) -> Served {
         ctx.decision = Decision::UpstreamError;
-        count_upstream_failure(group, "response body broken");
+        group.failed(&"response body broken");
         let _ = stream.flush().await;
         Served {
             status,
@@ -654,39 +648,41 @@ impl Conn {
     async fn upstream_failed(
         &mut self,
         stream: &mut Stream,
+        ctx: &mut RequestCtx,
         group: &Upstream,
         status: u16,
         what: &str,
     ) -> Served {
-        count_upstream_failure(group, what);
-        self.answer_failure(stream, status).await
+        group.failed(&what);
+        self.answer_failure(stream, ctx, status).await
     }
 
-    async fn answer_failure(&mut self, stream: &mut Stream, status: u16) -> Served {
+    /// Answers an upstream failure (already counted) with `status`.
+    async fn answer_failure(
+        &mut self,
+        stream: &mut Stream,
+        ctx: &mut RequestCtx,
+        status: u16,
+    ) -> Served {
+        ctx.decision = Decision::UpstreamError;
         // As HttpProxy: the client's connection is not reused after an upstream failure.
         let body = crate::proxy::upstream_error_body(status);
         self.answer(stream, status, body, None, false).await
     }
 }
 
-fn count_upstream_failure(group: &Upstream, what: &str) {
-    let name = group.settings.name.as_str();
-    Metrics::get()
-        .upstream_errors
-        .with_label_values(&[name, "proxy"])
-        .inc();
-    tracing::warn!(upstream = name, error = what, "upstream failed");
-}
-
-/// Connects to `addr` within `timeout`; `Err(true)` when the time ran out.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool> {
+/// Connects to `addr` within `timeout` (an error of kind `TimedOut` when the time ran out).
+async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(up)) => {
             let _ = up.set_nodelay(true);
             Ok(up)
         }
-        Ok(Err(_)) => Err(false),
-        Err(_) => Err(true),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timed out",
+        )),
     }
 }
 
