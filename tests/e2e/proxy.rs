@@ -317,3 +317,64 @@ async fn a_port_in_use_stops_startup_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// Which worker takes a connection (`[server] reuseport`, workers.rs) must never leave one
+/// unserved: with shared sockets a later worker takes connections only while the first is
+/// busy, with `reuseport` each worker drains its own socket.
+#[tokio::test]
+async fn new_connections_are_served_when_idle_and_while_a_slow_request_is_in_progress() {
+    let up = upstream()
+        .slow("/slow", Duration::from_millis(1500))
+        .run()
+        .await;
+    for reuseport in [false, true] {
+        let gw = gateway(&up)
+            .server(&format!("reuseport = {reuseport}"))
+            // counts the requests being forwarded (portcullis_inflight_requests)
+            .extra("[inflight]\ntotal = 100")
+            .start()
+            .await;
+        fresh_connections(&gw, &format!("/idle-{reuseport}/")).await;
+        let slow = tokio::spawn(client().get(gw.url("/slow")).send());
+        assert_eq!(
+            gw.metric_settles("portcullis_inflight_requests", &[], 1.0)
+                .await,
+            1.0,
+            "the slow request is being forwarded"
+        );
+        fresh_connections(&gw, &format!("/busy-{reuseport}/")).await;
+        assert!(
+            !slow.is_finished(),
+            "all answered while the slow one was in progress"
+        );
+        assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    }
+    let paths = up.paths();
+    for phase in ["/idle-false/", "/busy-false/", "/idle-true/", "/busy-true/"] {
+        assert_eq!(
+            paths.iter().filter(|p| p.starts_with(phase)).count(),
+            16,
+            "{phase}"
+        );
+    }
+}
+
+/// Sixteen requests, each on a new connection (a client without a pool each): new source
+/// ports, which the kernel hashes over the workers' own sockets with reuseport.
+async fn fresh_connections(gw: &Gateway, prefix: &str) {
+    for i in 0..16 {
+        let fresh = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(1),
+            fresh.get(gw.url(&format!("{prefix}{i}"))).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{prefix}{i}: connection unanswered"))
+        .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}

@@ -128,6 +128,8 @@ pub struct RequestCtx {
     pub body_limit: Option<u64>,
     /// Request body bytes passed on so far.
     pub body_bytes: u64,
+    /// Counts the request as in progress on its worker (workers.rs) until it ends.
+    pub _busy: crate::workers::Busy,
 }
 
 impl RequestCtx {
@@ -272,7 +274,11 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::default()
+        // Pingora makes the context once a request header has been read.
+        RequestCtx {
+            _busy: crate::workers::Busy::start(),
+            ..RequestCtx::default()
+        }
     }
 
     async fn early_request_filter(

@@ -45,9 +45,10 @@ pub fn reload(path: &Path, shared: &ArcSwap<Runtime>) -> Result<(), Vec<String>>
         || old.state_dir != settings.server.state_dir
         || old.threads != settings.server.threads
         || old.keepalive_requests != settings.server.keepalive_requests
+        || old.reuseport != settings.server.reuseport
     {
         tracing::warn!(
-            "listener, state_dir, threads and keepalive_requests changes take effect on restart only"
+            "listener, state_dir, threads, keepalive_requests and reuseport changes take effect on restart only"
         );
     }
     match Runtime::build(settings, Some(&previous)) {

@@ -64,6 +64,7 @@ pub fn run(path: &Path) -> ExitCode {
     let keepalive = settings.server.keepalive_timeout;
     let keepalive_requests = settings.server.keepalive_requests;
     let threads = settings.server.threads;
+    let reuseport = settings.server.reuseport;
     let runtime = match Runtime::build(settings, None) {
         Ok(rt) => rt,
         Err(e) => {
@@ -104,7 +105,7 @@ pub fn run(path: &Path) -> ExitCode {
     // Plain listeners: one worker per thread, each accepting on its own descriptor of the
     // sockets, so a connection stays on one thread (workers.rs says why).
     if !listen.is_empty() {
-        let sockets = match crate::workers::bind(&listen, threads) {
+        let sockets = match crate::workers::bind(&listen, threads, reuseport) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("server.listen: {e}");
@@ -112,8 +113,16 @@ pub fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let load = crate::workers::Load::leaked(threads);
         for (index, sockets) in sockets.into_iter().enumerate() {
-            let worker = crate::workers::Worker::new(index, sockets, edge(), filter.clone());
+            let worker = crate::workers::Worker::new(
+                index,
+                load,
+                reuseport,
+                sockets,
+                edge(),
+                filter.clone(),
+            );
             server.add_service(worker);
         }
     }

@@ -9,12 +9,23 @@
 //! shutdown). A worker here owns a duplicate of each listening socket and accepts on it itself,
 //! so a connection, its timers and its upstream connections (`fast::pool`) stay on the thread
 //! that accepted it. TLS listeners stay on Pingora's own service (`serve.rs`).
+//!
+//! Which worker takes a new connection follows nginx's workers (`EPOLLEXCLUSIVE` wakes the first
+//! worker waiting for events): the first worker takes it while it is idle, a later one only
+//! while every worker before it is serving a request ([`Load`]). At a low rate one thread then
+//! serves every connection and handles the requests that arrive together in one wake-up, where
+//! two threads would each wake for their share; under load the connections spread over all
+//! workers. docs/performance.md has the measurements.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
 
 use async_trait::async_trait;
 use pingora::protocols::l4::stream::Stream;
@@ -29,9 +40,73 @@ use crate::fast::Edge;
 /// Pending connections the kernel queues per socket (as Pingora's listeners).
 const BACKLOG: i32 = 65535;
 
+/// Requests in progress on each worker: what decides which worker takes a new connection.
+pub struct Load {
+    busy: Box<[Slot]>,
+}
+
+/// One worker's count, on a cache line of its own: only that worker writes it.
+#[repr(align(128))]
+#[derive(Default)]
+struct Slot(AtomicU32);
+
+impl Load {
+    /// The counts for `workers` workers, for the life of the process (as the workers).
+    pub fn leaked(workers: usize) -> &'static Load {
+        Box::leak(Box::new(Load {
+            busy: (0..workers.max(1)).map(|_| Slot::default()).collect(),
+        }))
+    }
+
+    /// Whether worker `index` takes a new connection now: the first worker always does (so
+    /// every connection is taken), a later one only while every worker before it is busy.
+    pub fn takes(&self, index: usize) -> bool {
+        self.busy
+            .iter()
+            .take(index)
+            .all(|s| s.0.load(Ordering::Relaxed) > 0)
+    }
+
+    /// Makes the calling thread worker `index`: [`Busy`] counts its requests from now on.
+    fn enter(&'static self, index: usize) {
+        SLOT.set(self.busy.get(index).map(|s| &s.0));
+    }
+}
+
+thread_local! {
+    static SLOT: Cell<Option<&'static AtomicU32>> = const { Cell::new(None) };
+}
+
+/// A request in progress on this thread's worker, until dropped. On a thread that is not a
+/// worker (TLS listeners) it counts nothing.
+#[derive(Default)]
+pub struct Busy(Option<&'static AtomicU32>);
+
+impl Busy {
+    /// Counts a request that has started.
+    pub fn start() -> Busy {
+        let slot = SLOT.get();
+        if let Some(s) = slot {
+            s.fetch_add(1, Ordering::Relaxed);
+        }
+        Busy(slot)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(s) = self.0 {
+            s.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One proxy worker: a single-threaded Pingora service accepting on its own sockets.
 pub struct Worker {
     name: String,
+    index: usize,
+    /// `None`: the worker has sockets of its own (`reuseport`) and takes whatever they get.
+    load: Option<&'static Load>,
     listeners: Vec<std::net::TcpListener>,
     edge: Arc<Edge>,
     filter: Arc<BanAtAccept>,
@@ -39,15 +114,20 @@ pub struct Worker {
 
 impl Worker {
     /// Worker `index`, serving `edge` on `listeners` (one per listen address, from [`bind`])
-    /// and refusing banned peers at accept with `filter`.
+    /// and refusing banned peers at accept with `filter`. Workers sharing sockets share a
+    /// `load`; with `reuseport` it is only counted.
     pub fn new(
         index: usize,
+        load: &'static Load,
+        reuseport: bool,
         listeners: Vec<std::net::TcpListener>,
         edge: Edge,
         filter: Arc<BanAtAccept>,
     ) -> Self {
         Worker {
             name: format!("portcullis-{index}"),
+            index,
+            load: (!reuseport).then_some(load),
             listeners,
             edge: Arc::new(edge),
             filter,
@@ -55,23 +135,37 @@ impl Worker {
     }
 }
 
-/// Binds each address once and gives each of `workers` its own descriptor of every socket
-/// (a duplicate: the kernel hands each new connection to one of the accepting workers).
-pub fn bind(addrs: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec<std::net::TcpListener>>> {
+/// Gives each of `workers` a listening socket for every address. With `reuseport`, each worker
+/// binds a socket of its own (`SO_REUSEPORT`: the kernel spreads new connections over them);
+/// otherwise each address is bound once and every worker gets a duplicate of its descriptor
+/// (all workers wait on one queue, and [`Load`] decides who takes a connection).
+pub fn bind(
+    addrs: &[SocketAddr],
+    workers: usize,
+    reuseport: bool,
+) -> io::Result<Vec<Vec<std::net::TcpListener>>> {
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers)
         .map(|_| Vec::with_capacity(addrs.len()))
         .collect();
     for addr in addrs {
-        let listener = listener(*addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let cannot =
+            |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+        let shared = if reuseport {
+            None
+        } else {
+            Some(listener(*addr, false).map_err(cannot)?)
+        };
         for worker in sockets.iter_mut() {
-            worker.push(listener.try_clone()?);
+            worker.push(match &shared {
+                Some(l) => l.try_clone()?,
+                None => listener(*addr, true).map_err(cannot)?,
+            });
         }
     }
     Ok(sockets)
 }
 
-fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -79,6 +173,7 @@ fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     )?;
     // As Pingora's listeners: a restart can bind while old connections linger in TIME_WAIT.
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuseport)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
@@ -93,9 +188,17 @@ impl Service for Worker {
         shutdown: ShutdownWatch,
         _listeners_per_fd: usize,
     ) {
+        // The service's runtime is this one thread: every connection accepted below, and so
+        // every request counted by `Busy`, runs here.
+        if let Some(load) = self.load {
+            load.enter(self.index);
+        }
         let mut loops = Vec::with_capacity(self.listeners.len());
         for socket in self.listeners.drain(..) {
-            let listener = match tokio::net::TcpListener::from_std(socket) {
+            // AsyncFd::new is deprecated because a caller could close the descriptor while it is
+            // registered; here the AsyncFd owns the listener until it is dropped.
+            #[allow(deprecated)]
+            let listener = match AsyncFd::new(socket) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::error!(worker = %self.name, error = %e, "cannot use listening socket");
@@ -104,6 +207,7 @@ impl Service for Worker {
             };
             loops.push(tokio::spawn(accept_loop(
                 listener,
+                (self.load, self.index),
                 self.edge.clone(),
                 self.filter.clone(),
                 shutdown.clone(),
@@ -123,16 +227,18 @@ impl Service for Worker {
     }
 }
 
-/// Accepts until shutdown; each connection is served on this worker's thread.
+/// Accepts until shutdown the connections worker `index` of `load` takes (all of them without
+/// a `load`); each one is served on this worker's thread.
 async fn accept_loop(
-    listener: tokio::net::TcpListener,
+    listener: AsyncFd<std::net::TcpListener>,
+    (load, index): (Option<&'static Load>, usize),
     edge: Arc<Edge>,
     filter: Arc<BanAtAccept>,
     mut shutdown: ShutdownWatch,
 ) {
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let ready = tokio::select! {
+            ready = listener.readable() => ready,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     // Dropping this descriptor stops this worker accepting; the socket closes
@@ -142,7 +248,27 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (tcp, peer) = match accepted {
+        let mut ready = match ready {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait for connections");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if load.is_some_and(|l| !l.takes(index)) {
+            // An earlier worker is idle and takes it (it is woken for every connection too);
+            // this one waits for the next connection.
+            ready.clear_ready();
+            continue;
+        }
+        let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) else {
+            continue; // taken by another worker
+        };
+        let (tcp, peer) = match accepted.and_then(|(tcp, peer)| {
+            tcp.set_nonblocking(true)?;
+            Ok((tokio::net::TcpStream::from_std(tcp)?, peer))
+        }) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -168,5 +294,41 @@ async fn accept_loop(
             edge.clone(),
             shutdown.clone(),
         ));
+        // Let the new connection read its first request before taking another: in a burst of
+        // connections, the next worker takes the rest while this one is busy.
+        tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_worker_takes_connections_and_a_later_one_only_while_all_before_it_are_busy() {
+        let load = Load::leaked(3);
+        assert!(load.takes(0));
+        assert!(!load.takes(1));
+        assert!(!load.takes(2));
+
+        load.enter(0);
+        let first = Busy::start();
+        assert!(load.takes(0));
+        assert!(load.takes(1), "worker 0 is serving a request");
+        assert!(!load.takes(2), "worker 1 is idle");
+        let second = Busy::start();
+        drop(first);
+        assert!(load.takes(1), "worker 0 still has a request in progress");
+        drop(second);
+        assert!(!load.takes(1), "worker 0 is idle again");
+    }
+
+    #[test]
+    fn a_request_off_the_workers_counts_nowhere() {
+        let load = Load::leaked(2);
+        let busy = Busy::start();
+        assert!(!load.takes(1));
+        drop(busy);
+        assert!(!load.takes(1));
     }
 }

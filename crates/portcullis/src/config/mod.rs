@@ -121,6 +121,10 @@ pub struct ServerSettings {
     /// Serve plain HTTP/1.1 requests without a body on portcullis's own relay instead of
     /// Pingora's `HttpProxy` (see `fast`); everything else goes to `HttpProxy` either way.
     pub fast_path: bool,
+    /// Give each worker its own listening socket (`SO_REUSEPORT`, as nginx's `listen ...
+    /// reuseport`): the kernel spreads new connections evenly over the workers. `false`: the
+    /// first idle worker takes each one (workers.rs).
+    pub reuseport: bool,
 }
 
 /// One TLS listener.

@@ -46,6 +46,7 @@ pub struct RawServer {
     pub keepalive_requests: Option<i64>,
     pub client_header_timeout: Option<String>,
     pub fast_path: Option<bool>,
+    pub reuseport: Option<bool>,
 }
 
 /// A size as nginx writes it (`"1m"`, `"512k"`, `"0"`) or a number of bytes.

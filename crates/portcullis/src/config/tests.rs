@@ -261,3 +261,14 @@ fn fast_path_is_on_unless_turned_off() {
     assert_eq!(err[0].key, "server.fast_path");
     assert_eq!(err[0].line, Some(3));
 }
+
+#[test]
+fn reuseport_is_off_unless_turned_on() {
+    assert!(!parse(MINIMAL).unwrap().server.reuseport);
+    let with =
+        |v: &str| parse(&MINIMAL.replace("[server]\n", &format!("[server]\nreuseport = {v}\n")));
+    assert!(with("true").unwrap().server.reuseport);
+    let err = with("1").unwrap_err();
+    assert_eq!(err[0].key, "server.reuseport");
+    assert_eq!(err[0].line, Some(3));
+}

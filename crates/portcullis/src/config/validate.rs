@@ -312,6 +312,7 @@ pub(super) fn validate(
             Duration::from_secs(60),
         ),
         fast_path: s.fast_path.unwrap_or(true),
+        reuseport: s.reuseport.unwrap_or(false),
     };
     if server.client_header_timeout.is_zero() {
         c.err(

@@ -199,7 +199,10 @@ impl Conn {
                     return None;
                 }
             };
-            match self.request(stream, rt, len).await {
+            let busy = crate::workers::Busy::start();
+            let next = self.request(stream, rt, len).await;
+            drop(busy);
+            match next {
                 Next::KeepAlive => {
                     self.buf.drain(..len);
                     // An idle connection keeps no response buffer: thousands of kept-alive
