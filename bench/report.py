@@ -3,11 +3,13 @@
 
     report.py throughput DIR | cpu DIR | attack DIR
 """
+import datetime
 import glob
 import json
 import os
 import re
 import statistics
+import struct
 import sys
 
 UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -142,6 +144,50 @@ def legit_stats(path):
             "statuses": j["statuses"], "errors": j["errors"], "sent": j["sent"]}
 
 
+def pcap_requests(path):
+    """(time in ms, X-Real-IP) of every request in a tcpdump capture of the proxy's writes to
+    the upstream (Linux loopback: Ethernet framing; IPv4)."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return out
+    magic = struct.unpack("<I", data[:4])[0]
+    end, frac = {0xA1B2C3D4: ("<", 1e-3), 0xA1B23C4D: ("<", 1e-6),
+                 0xD4C3B2A1: (">", 1e-3), 0x4D3CB2A1: (">", 1e-6)}[magic]
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, sub, incl, _ = struct.unpack(end + "IIII", data[pos:pos + 16])
+        pkt = data[pos + 16:pos + 16 + incl]
+        pos += 16 + incl
+        ip = pkt[14:]
+        if len(ip) < 20 or ip[0] >> 4 != 4:
+            continue
+        tcp = ip[(ip[0] & 0xF) * 4:]
+        payload = tcp[(tcp[12] >> 4) * 4:]
+        t = sec * 1000.0 + sub * frac
+        for m in re.finditer(rb"\r\nx-real-ip: ([0-9a-fA-F.:]+)\r\n", payload, re.I):
+            out.append((t, m.group(1).decode()))
+    return out
+
+
+def ban_log_times(path):
+    """Client IP -> time (ms, microsecond precision) of its ban's log line."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        if '"message":"ban"' not in line:
+            continue
+        try:
+            e = json.loads(line)
+            t = datetime.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp() * 1000.0
+        except (ValueError, KeyError):
+            continue
+        out.setdefault(e["client"].split("/")[0], t)
+    return out
+
+
 def attack(d):
     proxies = [p for p in ("portcullis", "nginx") if os.path.exists(os.path.join(d, f"attack-{p}.window"))]
     log = []
@@ -175,9 +221,10 @@ def attack(d):
     print("Flood (wrk, random X-Forwarded-For from 198.18.0.0/15, probe paths and /missing/*):")
     print()
     print("| proxy | flood requests | flood req/s | answers by status | flood requests reaching the upstream | "
-          "of which arrived after the client's ban (+0 ms / +10 ms / +1 s) | banned clients | gateway CPU s | CPU s / 100k flood req | peak RSS (MiB) | "
+          "of which arrived after the client's ban (+0 ms / +10 ms / +1 s) | "
+          "of which the proxy delivered after the ban (packet capture) | banned clients | gateway CPU s | CPU s / 100k flood req | peak RSS (MiB) | "
           "flood p99 / max (ms) | longest upstream silence (ms) |")
-    print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|")
     notes = []
     for p in proxies:
         start, end = (float(x) for x in open(os.path.join(d, f"attack-{p}.window")).read().split())
@@ -191,6 +238,23 @@ def attack(d):
         after = []
         for slack in (0, 10, 1000):
             after.append(sum(1 for e in flood if e[1] in bans and e[4] > bans[e[1]] + slack))
+        # The capture times each request as the proxy's write delivered it to the upstream's
+        # socket: no upstream queueing in it. A ban's own record has whole milliseconds; its
+        # log line has microseconds and is written by the thread that made the ban right after
+        # making it. Compared with that line: how many came after, and how close the last one
+        # before it came.
+        delivered = "no capture"
+        cap = os.path.join(d, f"attack-{p}-upstream.pcap")
+        logged = ban_log_times(os.path.join(d, f"portcullis-attack.log")) if p == "portcullis" else {}
+        if bans and os.path.exists(cap) and logged:
+            sent = [t - logged[ip] for t, ip in pcap_requests(cap) if ip in logged]
+            late = sum(1 for x in sent if x > 0)
+            before = [x for x in sent if x <= 0]
+            delivered = f"{late}" + (f" (the last before its ban: {-max(before) * 1000:.0f} µs before the ban's log line)"
+                                     if before and not late else "")
+            captured = sum(1 for _, ip in pcap_requests(cap) if ip != legit_ip and ip.startswith("198.1"))
+            if captured != len(flood):
+                notes.append(f"{p}: the capture holds {captured:,} flood requests, the upstream's log {len(flood):,}")
         c = read_num(os.path.join(d, f"attack-{p}.cpu"))
         rss = read_num(os.path.join(d, f"attack-{p}.rss"))
         per = c / w["requests"] * 1e5 if c is not None and w["requests"] else None
@@ -200,14 +264,14 @@ def attack(d):
         gaps = [(b - a, a) for a, b in zip(times, times[1:])]
         gap, gap_at = max(gaps) if gaps else (None, None)
         print(f"| {p} | {w['requests']:,} | {fmt(w['rps'])} | {status} | {len(flood):,} | "
-              f"{' / '.join(str(a) for a in after) if bans else 'no bans'} | {len(bans):,} | {fmt(c, 2)} | {fmt(per, 3)} | "
+              f"{' / '.join(str(a) for a in after) if bans else 'no bans'} | {delivered if bans else '—'} | {len(bans):,} | {fmt(c, 2)} | {fmt(per, 3)} | "
               f"{fmt(rss / 1024 if rss else None, 1)} | {fmt(w['p99'], 1)} / {fmt(w['max'], 1)} | {fmt(gap)} |")
         if gap is not None and gap >= 200:
             notes.append(f"{p}: nothing reached the upstream for {gap:.0f} ms, {(gap_at - start) / 1000:.1f} s into the "
                          f"flood: the gateway or the upstream stood still (compare the flood's max latency)")
         if bans:
             # Logged after the ban is not sent after it: a request already on its way when the
-            # ban was made arrives (and is logged) a moment later.
+            # ban was made arrives (and is logged) a moment later; the capture column tells.
             late = sorted((e[4] - bans[e[1]], e[0] - bans[e[1]]) for e in flood if e[1] in bans and e[0] > bans[e[1]])
             if late:
                 notes.append(f"{p}: {len(late)} request(s) logged by the upstream after their client's ban; arrival and "

@@ -76,14 +76,23 @@ fn bench_run_measures_every_part() {
     }
     assert!(number(row(&report, "median")[1].trim_end_matches('×')) > 0.0);
     // The flood table comes last: proxy, requests, req/s, statuses, reaching the upstream,
-    // after the ban, banned clients, ...
+    // logged after the ban, delivered after the ban (packet capture), banned clients, ...
     let attack = report
         .lines()
         .rfind(|l| l.starts_with("| portcullis |"))
         .expect("attack row");
     let flood = cells(attack);
     assert!(number(flood[1]) > 0.0, "flood requests: {attack}");
-    assert!(number(flood[6]) > 0.0, "no client banned: {attack}");
+    assert!(number(flood[7]) > 0.0, "no client banned: {attack}");
+    // 50 clients over 64 connections: a client often has requests in flight on several
+    // connections when one of them gets it banned. None may be delivered after the ban.
+    if flood[6] != "no capture" {
+        assert_eq!(
+            flood[6].split_whitespace().next(),
+            Some("0"),
+            "delivered after the ban: {attack}"
+        );
+    }
 }
 
 #[test]
