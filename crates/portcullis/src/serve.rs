@@ -40,6 +40,9 @@ pub fn run(path: &Path) -> ExitCode {
         // timeout: split the configured grace between the two (containers wait ~10 s).
         grace_period_seconds: Some(settings.server.shutdown_grace.as_secs().saturating_sub(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        // Each proxy worker is a one-thread service (workers.rs): as a tokio current-thread
+        // runtime it skips the multi-thread scheduler's bookkeeping on every wake-up.
+        work_stealing: false,
         ..ServerConf::default()
     };
     if let Some(dir) = &settings.server.state_dir {
