@@ -109,9 +109,11 @@ def throughput(d):
 
 
 def cpu(d):
-    print("| round | proxy | offered | completed req | achieved req/s | p50 (ms) | p99 (ms) | non-2xx | proxy CPU s | CPU s / 100k req | peak RSS (MiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| round | proxy | offered | completed req | achieved req/s | p50 (ms) | p99 (ms) | non-2xx | proxy CPU s | "
+          "of which each worker | CPU s / 100k req | peak RSS (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     per = {}
+    rounds = {}
     rate = read_num(os.path.join(d, "cpu.rate"))
     for f in sorted(glob.glob(os.path.join(d, "cpu-r*-*.wrk"))):
         rd, t = re.search(r"cpu-r(\d+)-(\w+)\.wrk", f).groups()
@@ -121,8 +123,13 @@ def cpu(d):
         secs = read_num(os.path.join(d, "cpu.seconds"))
         p = c / w["requests"] * 1e5 if c is not None and w["requests"] else None
         per.setdefault(t, []).append(p)
+        rounds.setdefault(rd, {})[t] = p
+        try:
+            split = open(f[:-4] + ".workers").read().strip() or "—"
+        except OSError:
+            split = "—"
         print(f"| {rd} | {t} | {fmt(rate)} r/s | {w['requests']:,} | {fmt(w['requests'] / secs if secs else None)} | {fmt(w['p50'], 3)} | "
-              f"{fmt(w['p99'], 3)} | {w['non2xx']} | {fmt(c, 2)} | {fmt(p, 3)} | {fmt(rss / 1024 if rss else None, 1)} |")
+              f"{fmt(w['p99'], 3)} | {w['non2xx']} | {fmt(c, 2)} | {split} | {fmt(p, 3)} | {fmt(rss / 1024 if rss else None, 1)} |")
     if "nginx" in per and "portcullis" in per:
         n = statistics.median(x for x in per["nginx"] if x is not None)
         pc = statistics.median(x for x in per["portcullis"] if x is not None)
@@ -130,6 +137,11 @@ def cpu(d):
         # A run too short for the clock-tick resolution of /proc (10 ms) can read 0 CPU seconds.
         ratio = f"{pc / n:.2f}×" if n else "— (nginx used less than one clock tick)"
         print(f"Median CPU seconds per 100k requests: nginx {n:.3f}, portcullis {pc:.3f} (portcullis/nginx = {ratio}).")
+        ratios = [r["portcullis"] / r["nginx"] for r in rounds.values()
+                  if r.get("nginx") and r.get("portcullis") is not None]
+        if ratios:
+            print(f"Per round, portcullis/nginx: {' / '.join(f'{x:.2f}×' for x in ratios)} "
+                  f"(median {statistics.median(ratios):.2f}×).")
 
 
 def legit_stats(path):
