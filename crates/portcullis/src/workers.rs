@@ -6,9 +6,10 @@
 //! registered it: every read and write of half the connections then wakes the other thread
 //! (an eventfd write and a context switch each). Several Pingora services cannot share an
 //! address either (each takes ownership of the same descriptor, which is closed twice at
-//! shutdown). A worker here owns a duplicate of each listening socket and accepts on it itself,
-//! so a connection, its timers and its upstream connections (`fast::pool`) stay on the thread
-//! that accepted it. TLS listeners stay on Pingora's own service (`serve.rs`).
+//! shutdown). A worker here owns a duplicate of each listening socket (with `[server]
+//! reuseport`, a socket of its own) and accepts on it itself, so a connection, its timers and
+//! its upstream connections (`fast::pool`) stay on the thread that accepted it. TLS listeners
+//! stay on Pingora's own service (`serve.rs`).
 //!
 //! Which worker takes a new connection follows nginx's workers (`EPOLLEXCLUSIVE` wakes the first
 //! worker waiting for events): the first worker takes it while it is idle, a later one only
@@ -115,7 +116,7 @@ pub struct Worker {
 impl Worker {
     /// Worker `index`, serving `edge` on `listeners` (one per listen address, from [`bind`])
     /// and refusing banned peers at accept with `filter`. Workers sharing sockets share a
-    /// `load`; with `reuseport` it is only counted.
+    /// `load`; with `reuseport` (sockets of their own, from [`bind`]) it is not used.
     pub fn new(
         index: usize,
         load: &'static Load,
@@ -294,8 +295,8 @@ async fn accept_loop(
             edge.clone(),
             shutdown.clone(),
         ));
-        // Let the new connection read its first request before taking another: in a burst of
-        // connections, the next worker takes the rest while this one is busy.
+        // Let the new connection start on a request that came with it before taking another,
+        // so that this worker counts as busy when the next connection is placed.
         tokio::task::yield_now().await;
     }
 }
