@@ -165,8 +165,11 @@ def pcap_requests(path):
     if len(data) < 24:
         return out
     magic = struct.unpack("<I", data[:4])[0]
-    end, frac = {0xA1B2C3D4: ("<", 1e-3), 0xA1B23C4D: ("<", 1e-6),
-                 0xD4C3B2A1: (">", 1e-3), 0x4D3CB2A1: (">", 1e-6)}[magic]
+    kind = {0xA1B2C3D4: ("<", 1e-3), 0xA1B23C4D: ("<", 1e-6),
+            0xD4C3B2A1: (">", 1e-3), 0x4D3CB2A1: (">", 1e-6)}.get(magic)
+    if kind is None:  # not a classic pcap file (pcapng, or cut short)
+        return out
+    end, frac = kind
     pos = 24
     while pos + 16 <= len(data):
         sec, sub, incl, _ = struct.unpack(end + "IIII", data[pos:pos + 16])
@@ -257,16 +260,17 @@ def attack(d):
         # before it came.
         delivered = "no capture"
         cap = os.path.join(d, f"attack-{p}-upstream.pcap")
-        logged = ban_log_times(os.path.join(d, f"portcullis-attack.log")) if p == "portcullis" else {}
+        logged = ban_log_times(os.path.join(d, "portcullis-attack.log")) if p == "portcullis" else {}
         if bans and os.path.exists(cap) and logged:
-            sent = [t - logged[ip] for t, ip in pcap_requests(cap) if ip in logged]
+            captured = pcap_requests(cap)
+            sent = [t - logged[ip] for t, ip in captured if ip in logged]
             late = sum(1 for x in sent if x > 0)
             before = [x for x in sent if x <= 0]
             delivered = f"{late}" + (f" (the last before its ban: {-max(before) * 1000:.0f} µs before the ban's log line)"
                                      if before and not late else "")
-            captured = sum(1 for _, ip in pcap_requests(cap) if ip != legit_ip and ip.startswith("198.1"))
-            if captured != len(flood):
-                notes.append(f"{p}: the capture holds {captured:,} flood requests, the upstream's log {len(flood):,}")
+            flood_captured = sum(1 for _, ip in captured if ip != legit_ip and ip.startswith("198.1"))
+            if flood_captured != len(flood):
+                notes.append(f"{p}: the capture holds {flood_captured:,} flood requests, the upstream's log {len(flood):,}")
         c = read_num(os.path.join(d, f"attack-{p}.cpu"))
         rss = read_num(os.path.join(d, f"attack-{p}.rss"))
         per = c / w["requests"] * 1e5 if c is not None and w["requests"] else None
