@@ -295,23 +295,7 @@ impl Conn {
             && self.served < self.max_requests
             && !*self.shutdown.borrow();
         let served = match answer {
-            Some(Answer::Drop) => {
-                ctx.drop_connection = true;
-                Served {
-                    status: 444,
-                    body_bytes: 0,
-                    keep_alive: false,
-                }
-            }
-            Some(Answer::Status {
-                status,
-                retry_after,
-                close,
-            }) => {
-                let body = crate::filters::refusal_body(status);
-                self.answer(stream, status, body, retry_after, keep_alive && !close)
-                    .await
-            }
+            Some(answer) => self.refuse(stream, &mut ctx, answer, keep_alive).await,
             None => self.forward(stream, rt, &mut ctx, &req, keep_alive).await,
         };
         tracing::debug!(
@@ -333,6 +317,35 @@ impl Conn {
         match served.keep_alive {
             true => Next::KeepAlive,
             false => Next::Close,
+        }
+    }
+
+    /// Gives a refusal the filters decided: a status with its body, or a closed connection.
+    async fn refuse(
+        &mut self,
+        stream: &mut Stream,
+        ctx: &mut RequestCtx,
+        answer: Answer,
+        keep_alive: bool,
+    ) -> Served {
+        match answer {
+            Answer::Status {
+                status,
+                retry_after,
+                close,
+            } => {
+                let body = crate::filters::refusal_body(status);
+                self.answer(stream, status, body, retry_after, keep_alive && !close)
+                    .await
+            }
+            Answer::Drop => {
+                ctx.drop_connection = true;
+                Served {
+                    status: 444,
+                    body_bytes: 0,
+                    keep_alive: false,
+                }
+            }
         }
     }
 
@@ -400,7 +413,8 @@ impl Conn {
             if let Some(decision) = crate::filters::banned_now(rt, key, SystemClock.now_ms()) {
                 ctx.decision = decision;
                 pool::give_back(addr, up.0, rt.settings.server.upstream_keepalive);
-                return self.ban_answer(stream, rt, ctx, keep_alive).await;
+                let answer = crate::filters::ban_answer(rt);
+                return self.refuse(stream, ctx, answer, keep_alive).await;
             }
             let head = loop {
                 match self
@@ -445,30 +459,6 @@ impl Conn {
             return self
                 .relay(stream, up, addr, head, keep_alive, rt, group, ctx)
                 .await;
-        }
-    }
-
-    /// The answer for a client banned while its request was on its way.
-    async fn ban_answer(
-        &mut self,
-        stream: &mut Stream,
-        rt: &Runtime,
-        ctx: &mut RequestCtx,
-        keep_alive: bool,
-    ) -> Served {
-        match crate::filters::ban_answer(rt) {
-            Answer::Status { status, .. } => {
-                let body = crate::filters::refusal_body(status);
-                self.answer(stream, status, body, None, keep_alive).await
-            }
-            Answer::Drop => {
-                ctx.drop_connection = true;
-                Served {
-                    status: 444,
-                    body_bytes: 0,
-                    keep_alive: false,
-                }
-            }
         }
     }
 
