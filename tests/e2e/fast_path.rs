@@ -70,7 +70,7 @@ async fn read_head_after(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Optio
 
 /// Reads one response as the client gets it and writes it down comparably: the status line,
 /// the header fields sorted without `date`, the body; then whether the connection stayed open.
-async fn read_response(conn: &mut TcpStream, head_request: bool) -> String {
+pub(crate) async fn read_response(conn: &mut TcpStream, head_request: bool) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -4,6 +4,7 @@ mod support;
 
 mod fast_path;
 mod filters;
+mod hardening;
 mod http;
 mod nginx_diff;
 mod operations;

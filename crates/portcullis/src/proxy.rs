@@ -128,6 +128,8 @@ pub struct RequestCtx {
     pub body_limit: Option<u64>,
     /// Request body bytes passed on so far.
     pub body_bytes: u64,
+    /// The client went away before its answer was written (nginx logs such a request 499).
+    pub client_gone: bool,
     /// Counts the request as in progress on its worker (workers.rs) until it ends.
     pub _busy: crate::workers::Busy,
 }
@@ -490,8 +492,9 @@ impl ProxyHttp for Gateway {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
-        // A policy drop is not an error worth a log line per scanner request.
-        ctx.drop_connection
+        // A policy drop is not an error worth a log line per scanner request, nor a client
+        // that cancelled its request (the access log has it, as 499).
+        ctx.drop_connection || ctx.client_gone
     }
 
     async fn fail_to_proxy(
@@ -516,10 +519,11 @@ impl ProxyHttp for Gateway {
                     | ErrorType::WriteTimedout => 504,
                     _ => 502,
                 },
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
+                ErrorSource::Downstream if client_went_away(e) => {
+                    ctx.client_gone = true;
+                    0
+                }
+                ErrorSource::Downstream => 400,
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
@@ -551,10 +555,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        let status = if ctx.drop_connection {
-            444
-        } else {
-            session.response_written().map_or(0, |r| r.status.as_u16())
+        let status = match session.response_written() {
+            _ if ctx.drop_connection => 444,
+            Some(written) => written.status.as_u16(),
+            None if ctx.client_gone => 499,
+            None => 0,
         };
         if let Some(rt) = ctx.rt.as_ref() {
             rt.request_counter(ctx.route, ctx.decision).inc();
@@ -567,6 +572,42 @@ impl ProxyHttp for Gateway {
         }
         ctx.inflight.clear();
     }
+}
+
+/// True when a downstream error `e` only says the client left: it closed or reset its
+/// connection, or cancelled its HTTP/2 stream (RST_STREAM, as a browser does on every
+/// navigation away). Never an offense, on any protocol, as nginx logs it 499 and serves on.
+/// An HTTP/2 error h2 raised itself because the client broke the protocol is not one.
+fn client_went_away(e: &Error) -> bool {
+    match e.etype() {
+        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => true,
+        // Pingora reports a client's RST_STREAM as an H2Error with no cause ("Client closed
+        // H2, reason: CANCEL"), and a failure of the stream as h2's own error: one h2 raised
+        // itself (`is_library`) is a protocol violation it found; any other (the client's
+        // reset or GOAWAY, a broken socket) is the client leaving.
+        ErrorType::H2Error => match e.root_cause().downcast_ref::<h2::Error>() {
+            Some(h2) => !h2.is_library(),
+            None => innermost(e)
+                .context
+                .as_ref()
+                .is_some_and(|c| c.as_str().starts_with("Client closed H2")),
+        },
+        _ => false,
+    }
+}
+
+/// The last Pingora error in `e`'s chain of causes (the one that says what happened; the
+/// outer ones add where).
+fn innermost(e: &Error) -> &Error {
+    let mut inner = e;
+    while let Some(next) = inner
+        .cause
+        .as_deref()
+        .and_then(|c| c.downcast_ref::<pingora::BError>())
+    {
+        inner = next;
+    }
+    inner
 }
 
 /// The body of an error answer with `code` (a refusal's, or an upstream failure's).

@@ -1,0 +1,176 @@
+//! Regression tests of the HTTP hardening sweep (issue "HTTP hardening") and of the HTTP/2
+//! one: the bytes each finding described, sent on raw sockets to the real binary in front of
+//! a scripted upstream, with what the client sees asserted. They run on both proxy paths
+//! (scripts/test runs the e2e suite with the fast path on and off).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::fast_path::read_response;
+use crate::support::*;
+
+/// An upstream that answers `HEAD` with a header and then, when the test says so, sends a
+/// whole second response on the same connection, as a HEAD handler that writes a body in a
+/// second `send()` does (Python's `http.server` with `do_HEAD = do_GET`). Every other request
+/// gets a body naming its own path. The second `Notify` tells the test the bytes were written.
+async fn late_bytes_upstream() -> (std::net::SocketAddr, Arc<Notify>, Arc<Notify>) {
+    let send_late = Arc::new(Notify::new());
+    let late_sent = Arc::new(Notify::new());
+    let (go, done) = (send_late.clone(), late_sent.clone());
+    let addr = listen(move |mut stream| {
+        let (go, done) = (go.clone(), done.clone());
+        async move {
+            while let Some((head, _)) = read_head(&mut stream).await {
+                let text = String::from_utf8_lossy(&head).to_string();
+                let path = text.split(' ').nth(1).unwrap_or("").to_string();
+                if text.starts_with("HEAD ") {
+                    let header = "HTTP/1.1 200 OK\r\ncontent-length: 52\r\n\r\n";
+                    if stream.write_all(header.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    go.notified().await;
+                    let late = "HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\nattacker page";
+                    let _ = stream.write_all(late.as_bytes()).await;
+                    done.notify_one();
+                    continue;
+                }
+                let body = format!("for {path}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, send_late, late_sent)
+}
+
+/// Finding 1: bytes an upstream sends on a kept-alive connection after its response ended must
+/// never be taken for the next request's response. The connection is closed instead, as nginx
+/// and Pingora close an idle upstream connection that becomes readable.
+#[tokio::test]
+async fn late_upstream_bytes_never_answer_the_next_request() {
+    let (addr, send_late, late_sent) = late_bytes_upstream().await;
+    let gw = gateway_to(addr).start().await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    for round in 0..3 {
+        conn.write_all(b"HEAD /page HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_response(&mut conn, true).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // The late response is in the gateway's socket before the next request is sent.
+        let sent = late_sent.notified();
+        send_late.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), sent)
+            .await
+            .expect("the upstream wrote its late bytes");
+        // The same client connection stays on the same worker, so the same upstream pool.
+        let path = format!("/mine/{round}");
+        let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_response(&mut conn, false).await;
+        assert!(
+            answer.contains(&format!("\n\nfor {path}\n")),
+            "round {round}: the answer to {path} was {answer}"
+        );
+        // Another client, on a new connection, after the same late bytes.
+        let mut other = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        other
+            .write_all(b"GET /yours HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_response(&mut other, false).await;
+        assert!(
+            answer.contains("\n\nfor /yours\n"),
+            "round {round}: {answer}"
+        );
+    }
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(100), conn.read_to_end(&mut rest)).await;
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("attacker"),
+        "{rest:?}"
+    );
+}
+
+/// HTTP/2 finding 1: a client that cancels its requests (RST_STREAM CANCEL, as a browser does
+/// on every navigation away, search-as-you-type or video seek) is never punished. Each cancel
+/// is logged as nginx's 499 and counts as no offense, so fifty of them in `findtime` do not ban.
+#[tokio::test]
+async fn an_http2_client_cancelling_its_requests_is_never_banned() {
+    // An upstream that takes every request and never answers; it counts arrivals.
+    let arrivals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = arrivals.clone();
+    let addr = listen(move |mut stream| {
+        let counter = counter.clone();
+        async move {
+            while read_head(&mut stream).await.is_some() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    let builder = gateway_to(addr)
+        .upstream("read_timeout = \"1s\"")
+        .extra(BEHIND_PROXY)
+        .extra("[access_log]\ntarget = \"access.json\"\nformat = \"json\"")
+        .extra("[reputation]\nmaxretry = 3\nignoreip = []");
+    let (gw, h2, port) = with_tls(builder).await;
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    let browser = "198.51.100.7";
+    for i in 0..50 {
+        let request = h2
+            .get(url(&format!("/slow/{i}")))
+            .header("x-forwarded-for", browser)
+            .send();
+        let pending = tokio::spawn(request);
+        // Cancelled once the request is at the upstream, waiting for its answer.
+        let arrived = eventually(Duration::from_secs(5), || async {
+            arrivals.load(std::sync::atomic::Ordering::SeqCst) > i
+        })
+        .await;
+        assert!(
+            arrived,
+            "request {i} never reached the upstream: {}",
+            gw.log()
+        );
+        // Dropping the response future resets the stream with CANCEL.
+        pending.abort();
+        let _ = pending.await;
+    }
+    // Still served: the gateway answers 502 for an upstream that does not, not 403.
+    let resp = h2
+        .get(url("/after"))
+        .header("x-forwarded-for", browser)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 504);
+    assert_eq!(gw.metric("portcullis_offenses_total", &[]).await, 0.0);
+    assert_eq!(gw.metric("portcullis_bans_total", &[]).await, 0.0);
+    // Fifty access-log lines with 499 for the cancelled requests.
+    let path = gw.config_path.parent().unwrap().join("access.json");
+    let cancelled = || {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["status"] == 499)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async { cancelled() == 50 }).await,
+        "499 lines: {}",
+        cancelled()
+    );
+}
