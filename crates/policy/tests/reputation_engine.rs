@@ -487,7 +487,7 @@ fn eviction_prefers_lowest_score_then_oldest() {
 }
 
 #[test]
-fn table_full_of_banned_offenders_does_not_track_new_ones() {
+fn table_full_of_banned_offenders_evicts_them_for_new_ones() {
     let rep = Reputation::new(ReputationSettings {
         max_offenders: 2,
         maxretry: 1,
@@ -499,10 +499,128 @@ fn table_full_of_banned_offenders_does_not_track_new_ones() {
         .unwrap();
     assert!(rep
         .offense(ip("192.0.2.3"), OffenseKind::Probe, 1, T0)
-        .is_none());
+        .is_some());
     let stats = rep.stats();
-    assert_eq!(stats.offenders_untracked, 1);
-    assert_eq!(stats.evictions, 0);
+    assert_eq!(stats.offenders_untracked, 0);
+    assert!(stats.offenders <= 2);
+    assert_eq!(stats.active_bans, 3);
+    for c in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        assert!(is_banned(&rep, ip(c), T0), "{c}");
+    }
+}
+
+/// Issue "HTTP hardening" item 4: once every offender slot held a ban, new clients were not
+/// tracked and could probe freely.
+#[test]
+fn offender_table_full_of_bans_still_bans_a_new_offender() {
+    let capacity = 64;
+    let rep = Reputation::new(ReputationSettings {
+        max_offenders: capacity,
+        ..settings()
+    });
+    // IPv6 /64 identities: a /47 holds 2^17 of them, so filling the table costs nothing.
+    let banned: Vec<IpAddr> = (0..capacity as u128)
+        .map(|i| {
+            IpAddr::from(std::net::Ipv6Addr::from(
+                (0x2001_0db8_0000_0000u128 + i) << 64,
+            ))
+        })
+        .collect();
+    for &c in &banned {
+        assert!(rep.offense(c, OffenseKind::Probe, 5, T0).is_some());
+    }
+    assert_eq!(rep.stats().offenders, capacity as u64);
+    let newcomer = ip("203.0.113.50");
+    for i in 0..4 {
+        assert!(rep
+            .offense(newcomer, OffenseKind::UpstreamStatus, 1, T0 + 1 + i)
+            .is_none());
+        assert!(rep.stats().offenders <= capacity as u64);
+    }
+    assert!(
+        rep.offense(newcomer, OffenseKind::UpstreamStatus, 1, T0 + 5)
+            .is_some(),
+        "the fifth offense of a new client must ban it"
+    );
+    assert!(is_banned(&rep, newcomer, T0 + 6));
+    let stats = rep.stats();
+    assert!(stats.offenders <= capacity as u64);
+    assert_eq!(stats.offenders_untracked, 0);
+    // Bans live in their own table: evicting the offender records lifted none of them, and
+    // their ban counts are still reported.
+    for &c in &banned {
+        assert!(is_banned(&rep, c, T0 + 6), "{c}");
+        assert_eq!(rep.history(c, T0 + 6).expect("banned").ban_count, 1);
+    }
+}
+
+/// A banned offender evicted from the offender table still escalates on its next ban, both
+/// before and after housekeeping has dropped its expired ban.
+#[test]
+fn escalation_survives_eviction_of_a_banned_offender() {
+    let s = ReputationSettings {
+        maxretry: 1,
+        max_offenders: 8,
+        history_ms: 60 * MIN,
+        increment: Some(Increment {
+            factor: 2.0,
+            multipliers: vec![],
+            maxtime_ms: 0,
+            rndtime_ms: 0,
+        }),
+        ..settings()
+    };
+    for housekeeping in [false, true] {
+        let rep = Reputation::new(s.clone());
+        let a = ip("192.0.2.77");
+        assert!(rep.offense(a, OffenseKind::Probe, 1, T0).is_some());
+        // Plenty of other banned offenders push `a`'s record out of the offender table.
+        for i in 0..64u32 {
+            let c = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+            assert!(rep.offense(c, OffenseKind::Probe, 1, T0 + 1).is_some());
+        }
+        assert!(rep.stats().offenders <= 8);
+        assert!(rep.stats().evictions > 0);
+        assert!(is_banned(&rep, a, T0 + 2));
+        let ban_end = T0 + 10 * MIN;
+        if housekeeping {
+            rep.expire(ban_end);
+            assert_eq!(
+                rep.history(a, ban_end).expect("history kept").ban_count,
+                1,
+                "the expired ban leaves its history behind"
+            );
+        }
+        match rep.offense(a, OffenseKind::Probe, 1, ban_end + MIN) {
+            Some(Event::Banned { ban, .. }) => {
+                assert_eq!(ban.ban_count, 2, "housekeeping {housekeeping}");
+                assert_eq!(ban.until_ms - ban.created_ms, 20 * MIN);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// An administrator lifting the ban of an evicted offender keeps its ban count, as when the
+/// offender is still tracked.
+#[test]
+fn unban_of_an_evicted_offender_keeps_its_history() {
+    let rep = Reputation::new(ReputationSettings {
+        maxretry: 1,
+        max_offenders: 8,
+        ..settings()
+    });
+    let a = ip("192.0.2.78");
+    rep.offense(a, OffenseKind::Probe, 1, T0).unwrap();
+    for i in 0..64u32 {
+        let c = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+        rep.offense(c, OffenseKind::Probe, 1, T0 + 1).unwrap();
+    }
+    rep.unban(net("192.0.2.78/32"), T0 + 2).unwrap();
+    let info = rep.history(a, T0 + 3).expect("history kept");
+    assert_eq!(info.ban_count, 1);
+    assert_eq!(info.last_ban_end_ms, T0 + 2);
+    assert!(rep.stats().offenders <= 8);
 }
 
 #[test]
