@@ -659,3 +659,94 @@ fn engine_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Reputation>();
 }
+
+/// Issue "HTTP hardening" item 8: `deny`/`ignoreip` entries narrower than `ipv6_prefix` never
+/// matched, because the engine only saw the client's /64 key. The engine now takes the
+/// client's address and aggregates it itself.
+#[test]
+fn ipv6_ignoreip_narrower_than_the_prefix_protects_the_address_it_names() {
+    // The shipped default `ignoreip`.
+    let rep = Reputation::new(ReputationSettings {
+        ignoreip: vec![net("127.0.0.0/8"), net("::1/128")],
+        ..settings()
+    });
+    // `::1` itself is never counted...
+    for i in 0..20 {
+        assert!(rep
+            .offense(ip("::1"), OffenseKind::Probe, 5, T0 + i)
+            .is_none());
+    }
+    assert!(rep.history(ip("::1"), T0 + 20).is_none());
+    // ...and stays served when a neighbour of its /64 gets the shared identity banned.
+    assert!(rep
+        .offense(ip("::2"), OffenseKind::Probe, 5, T0 + 30)
+        .is_some());
+    assert_eq!(rep.check(ip("::1"), T0 + 31), Verdict::Allow);
+    assert!(is_banned(&rep, ip("::2"), T0 + 31));
+    assert!(
+        is_banned(&rep, ip("::3"), T0 + 31),
+        "the /64 is one identity"
+    );
+    // The key itself (what callers used to pass) is still understood.
+    assert!(is_banned(&rep, ip("::"), T0 + 31));
+    assert_eq!(rep.history(ip("::2"), T0 + 31).unwrap().client, ip("::"));
+    // An admin ban of the named address is refused; one of its /64 is not, and spares it.
+    assert_eq!(
+        rep.ban(net("::1/128"), MIN, "x", T0),
+        Err(BanError::Ignored(net("::1/128")))
+    );
+    rep.ban(net("::/64"), MIN, "x", T0 + 40).unwrap();
+    assert_eq!(rep.check(ip("::1"), T0 + 41), Verdict::Allow);
+}
+
+#[test]
+fn ipv6_deny_narrower_than_the_prefix_refuses_exactly_that_address() {
+    let rep = Reputation::new(ReputationSettings {
+        deny: vec![net("::1/128"), net("2001:db8::5/128")],
+        ..settings()
+    });
+    assert_eq!(rep.check(ip("::1"), T0), Verdict::Denied);
+    assert_eq!(rep.check(ip("2001:db8::5"), T0), Verdict::Denied);
+    // `deny` is an address list: the rest of the /64 is served...
+    assert_eq!(rep.check(ip("2001:db8::6"), T0), Verdict::Allow);
+    assert_eq!(rep.check(ip("::2"), T0), Verdict::Allow);
+    // ...but shares one identity for bans.
+    rep.ban(net("2001:db8::7/128"), MIN, "x", T0).unwrap();
+    assert!(is_banned(&rep, ip("2001:db8::6"), T0));
+    assert_eq!(rep.check(ip("2001:db8::5"), T0), Verdict::Denied);
+    assert!(is_banned(&rep, ip("2001:db8:0:0:ffff::1"), T0));
+    assert_eq!(rep.check(ip("2001:db8:0:1::6"), T0), Verdict::Allow);
+}
+
+#[test]
+fn offenses_from_addresses_of_one_prefix_add_up_to_one_identity() {
+    let rep = Reputation::new(ReputationSettings {
+        ipv6_prefix: 56,
+        ..settings()
+    });
+    for i in 0..4u16 {
+        let c = IpAddr::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, i, 0, 0, 0, 1));
+        assert!(rep.offense(c, OffenseKind::RateLimit, 1, T0).is_none());
+    }
+    match rep.offense(ip("2001:db8:0:ff::9"), OffenseKind::RateLimit, 1, T0) {
+        Some(Event::Banned { ban, .. }) => assert_eq!(ban.net, net("2001:db8::/56")),
+        other => panic!("{other:?}"),
+    }
+    assert!(is_banned(&rep, ip("2001:db8:0:42::1"), T0));
+    assert_eq!(rep.check(ip("2001:db8:0:100::1"), T0), Verdict::Allow);
+    assert_eq!(rep.stats().offenders, 1);
+}
+
+#[test]
+fn ipv4_mapped_addresses_are_their_ipv4_client() {
+    let rep = Reputation::new(ReputationSettings {
+        maxretry: 1,
+        deny: vec![net("198.51.100.9/32")],
+        ..settings()
+    });
+    rep.offense(ip("::ffff:192.0.2.1"), OffenseKind::Probe, 1, T0)
+        .unwrap();
+    assert!(is_banned(&rep, ip("192.0.2.1"), T0));
+    assert!(is_banned(&rep, ip("::ffff:192.0.2.1"), T0));
+    assert_eq!(rep.check(ip("::ffff:198.51.100.9"), T0), Verdict::Denied);
+}

@@ -21,15 +21,30 @@
 //!   `history` after the last ban ended (fail2ban's `dbpurgeage`, default here one week).
 //!   Offenders that were never banned are forgotten once their window is empty.
 //! * `ignoreip` clients are never counted and never banned (even inside a banned CIDR);
-//!   `deny` networks are always refused and win over `ignoreip`. Admin bans of a network that
+//!   `deny` networks are always refused and win over `ignoreip`. Both are address lists, as
+//!   fail2ban's `ignoreip` and nginx's `deny`: they are matched against the client's address,
+//!   not its (IPv6-aggregated) key; see "Client keys". Admin bans of a network that
 //!   lies wholly inside `ignoreip` are refused ([`BanError::Ignored`]).
 //! * Admin bans (`ban`) have an explicit duration, are never escalated and do not change the
 //!   offender's ban count. Unbanning a client also clears its current window.
 //!
 //! # Client keys
 //!
-//! Clients are keyed by an `IpAddr` already normalized by the caller (IPv6 masked to
-//! `ipv6_prefix` bits). A network given to [`Reputation::ban`]/[`Reputation::unban`] that is
+//! Clients are keyed by their identity: IPv4, or IPv6 masked to `ipv6_prefix` bits (a host
+//! usually owns a whole /64). [`Reputation::check`], [`Reputation::offense`] and
+//! [`Reputation::history`] take the client's *address* and aggregate it here
+//! ([`crate::client::aggregate`], the same as [`crate::client::ClientIdentity::normalize`]),
+//! because `deny` and `ignoreip` are matched against the address itself: an entry narrower
+//! than `ipv6_prefix` (`::1`, the default `ignoreip`) names addresses, not identities.
+//!
+//! * `deny = ["2001:db8::5"]` refuses exactly that address. The rest of its /64 is served;
+//!   it shares one identity with it for offenses, bans and limits, but nothing it did put it
+//!   on a list.
+//! * `ignoreip = ["::1"]`: offenses from `::1` are not counted, and `::1` is served even when
+//!   its /64 identity is banned because of a neighbour.
+//!
+//! Passing a key still works (aggregation is idempotent), but then entries narrower than the
+//! key cannot match it. A network given to [`Reputation::ban`]/[`Reputation::unban`] that is
 //! at least as specific as a client key (IPv4 `/32`, IPv6 `/ipv6_prefix` or longer) is treated
 //! as that one client key; anything wider is a CIDR ban.
 //!
@@ -75,7 +90,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// One minute in milliseconds.
@@ -675,6 +690,8 @@ pub struct Reputation {
     shard_bits: u32,
     /// Random key so clients cannot choose to crowd one shard.
     shard_seed: u64,
+    /// `settings.ipv6_prefix`, read without the settings lock on every request.
+    ipv6_prefix: AtomicU8,
     active_bans: AtomicUsize,
     /// Offenders tracked over all shards.
     offender_count: AtomicUsize,
@@ -702,12 +719,14 @@ impl Reputation {
                 })
             })
             .collect();
+        let ipv6_prefix = settings.ipv6_prefix;
         Self {
             settings: RwLock::new(Arc::new(settings)),
             nets: RwLock::new(nets),
             shards,
             shard_bits,
             shard_seed: rand::thread_rng().gen(),
+            ipv6_prefix: AtomicU8::new(ipv6_prefix),
             active_bans: AtomicUsize::new(0),
             offender_count: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
@@ -729,20 +748,24 @@ impl Reputation {
             nets.ignore = NetSet::new(&settings.ignoreip);
             self.publish(&mut nets);
         }
+        self.ipv6_prefix
+            .store(settings.ipv6_prefix, Ordering::Relaxed);
         *self.settings.write() = Arc::new(settings);
     }
 
-    /// The decision for a request from `client`: the first thing done on every request.
-    pub fn check(&self, client: IpAddr, now_ms: u64) -> Verdict {
+    /// The decision for a request from the client at `addr` (its real address, not only its
+    /// key: see "Client keys" in the module docs): the first thing done on every request.
+    pub fn check(&self, addr: IpAddr, now_ms: u64) -> Verdict {
+        let (addr, client) = self.identify(addr);
         let shard = self.shard(client).read();
         let view = &shard.view;
-        if view.deny.contains(client) {
+        if view.deny.contains(addr) {
             return Verdict::Denied;
         }
-        if view.ignore.contains(client) {
+        if view.ignore.contains(addr) {
             return Verdict::Allow;
         }
-        if let Some((until_ms, reason)) = view.covering_ban(client, now_ms) {
+        if let Some((until_ms, reason)) = view.covering_ban(addr, now_ms) {
             return Verdict::Banned {
                 until_ms,
                 reason: reason.clone(),
@@ -757,12 +780,14 @@ impl Reputation {
         }
     }
 
-    /// Records an offense of `weight` by `client`. Returns [`Event::Banned`] when this offense
-    /// brings the score to `maxretry`. `ignoreip` clients and already banned clients are not
-    /// counted; a zero weight counts in the metrics only.
+    /// Records an offense of `weight` by the client at `addr` (its real address, not only its
+    /// key: see "Client keys" in the module docs), counted against its key. Returns
+    /// [`Event::Banned`] when this offense brings the score to `maxretry`. `ignoreip`
+    /// addresses and already banned clients are not counted; a zero weight counts in the
+    /// metrics only.
     pub fn offense(
         &self,
-        client: IpAddr,
+        addr: IpAddr,
         kind: OffenseKind,
         weight: u32,
         now_ms: u64,
@@ -772,8 +797,9 @@ impl Reputation {
             return None;
         }
         let settings = self.settings();
+        let (addr, client) = self.identify(addr);
         let mut shard = self.shard(client).write();
-        if shard.view.ignore.contains(client) {
+        if shard.view.ignore.contains(addr) {
             return None;
         }
         if shard.bans.get(&client).is_some_and(|b| b.active(now_ms)) {
@@ -993,10 +1019,11 @@ impl Reputation {
         out
     }
 
-    /// One client's record: score, recent offenses, ban count, current ban. `None` when the
-    /// client is neither tracked nor banned.
-    pub fn history(&self, client: IpAddr, now_ms: u64) -> Option<OffenderInfo> {
+    /// The record of the client `addr` belongs to (an address or a key): score, recent
+    /// offenses, ban count, current ban. `None` when the client is neither tracked nor banned.
+    pub fn history(&self, addr: IpAddr, now_ms: u64) -> Option<OffenderInfo> {
         let settings = self.settings();
+        let (_, client) = self.identify(addr);
         let cidr_ban = {
             let nets = self.nets.read();
             nets.covering_ban(client, now_ms)
@@ -1257,6 +1284,14 @@ impl Reputation {
     }
 
     // ---- internals ----
+
+    /// `(address, key)` of a client address: IPv4-mapped IPv6 folded to IPv4, and the key
+    /// aggregated to `ipv6_prefix` bits.
+    fn identify(&self, addr: IpAddr) -> (IpAddr, IpAddr) {
+        let addr = crate::client::fold_mapped(addr);
+        let key = crate::client::aggregate(addr, self.ipv6_prefix.load(Ordering::Relaxed));
+        (addr, key)
+    }
 
     fn shard(&self, client: IpAddr) -> &RwLock<Shard> {
         if self.shard_bits == 0 {
