@@ -120,16 +120,22 @@ impl ClientIdentity {
 
     /// Folds IPv4-mapped IPv6 to IPv4 and aggregates IPv6 to the configured prefix.
     pub fn normalize(&self, addr: IpAddr) -> IpAddr {
-        match fold_mapped(addr) {
-            IpAddr::V4(v4) => IpAddr::V4(v4),
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                let mask = match self.ipv6_prefix {
-                    0 => 0,
-                    p => u128::MAX << (128 - u32::from(p)),
-                };
-                IpAddr::V6(Ipv6Addr::from(bits & mask))
-            }
+        aggregate(addr, self.ipv6_prefix)
+    }
+}
+
+/// The identity key of `addr`: IPv4-mapped IPv6 folded to IPv4, IPv6 masked to `ipv6_prefix`
+/// bits (clamped to 128). Idempotent, so a key maps to itself.
+pub fn aggregate(addr: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match fold_mapped(addr) {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let mask = match ipv6_prefix.min(128) {
+                0 => 0,
+                p => u128::MAX << (128 - u32::from(p)),
+            };
+            IpAddr::V6(Ipv6Addr::from(bits & mask))
         }
     }
 }

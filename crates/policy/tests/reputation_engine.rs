@@ -487,7 +487,7 @@ fn eviction_prefers_lowest_score_then_oldest() {
 }
 
 #[test]
-fn table_full_of_banned_offenders_does_not_track_new_ones() {
+fn table_full_of_banned_offenders_evicts_them_for_new_ones() {
     let rep = Reputation::new(ReputationSettings {
         max_offenders: 2,
         maxretry: 1,
@@ -499,10 +499,128 @@ fn table_full_of_banned_offenders_does_not_track_new_ones() {
         .unwrap();
     assert!(rep
         .offense(ip("192.0.2.3"), OffenseKind::Probe, 1, T0)
-        .is_none());
+        .is_some());
     let stats = rep.stats();
-    assert_eq!(stats.offenders_untracked, 1);
-    assert_eq!(stats.evictions, 0);
+    assert_eq!(stats.offenders_untracked, 0);
+    assert!(stats.offenders <= 2);
+    assert_eq!(stats.active_bans, 3);
+    for c in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        assert!(is_banned(&rep, ip(c), T0), "{c}");
+    }
+}
+
+/// Issue "HTTP hardening" item 4: once every offender slot held a ban, new clients were not
+/// tracked and could probe freely.
+#[test]
+fn offender_table_full_of_bans_still_bans_a_new_offender() {
+    let capacity = 64;
+    let rep = Reputation::new(ReputationSettings {
+        max_offenders: capacity,
+        ..settings()
+    });
+    // IPv6 /64 identities: a /47 holds 2^17 of them, so filling the table costs nothing.
+    let banned: Vec<IpAddr> = (0..capacity as u128)
+        .map(|i| {
+            IpAddr::from(std::net::Ipv6Addr::from(
+                (0x2001_0db8_0000_0000u128 + i) << 64,
+            ))
+        })
+        .collect();
+    for &c in &banned {
+        assert!(rep.offense(c, OffenseKind::Probe, 5, T0).is_some());
+    }
+    assert_eq!(rep.stats().offenders, capacity as u64);
+    let newcomer = ip("203.0.113.50");
+    for i in 0..4 {
+        assert!(rep
+            .offense(newcomer, OffenseKind::UpstreamStatus, 1, T0 + 1 + i)
+            .is_none());
+        assert!(rep.stats().offenders <= capacity as u64);
+    }
+    assert!(
+        rep.offense(newcomer, OffenseKind::UpstreamStatus, 1, T0 + 5)
+            .is_some(),
+        "the fifth offense of a new client must ban it"
+    );
+    assert!(is_banned(&rep, newcomer, T0 + 6));
+    let stats = rep.stats();
+    assert!(stats.offenders <= capacity as u64);
+    assert_eq!(stats.offenders_untracked, 0);
+    // Bans live in their own table: evicting the offender records lifted none of them, and
+    // their ban counts are still reported.
+    for &c in &banned {
+        assert!(is_banned(&rep, c, T0 + 6), "{c}");
+        assert_eq!(rep.history(c, T0 + 6).expect("banned").ban_count, 1);
+    }
+}
+
+/// A banned offender evicted from the offender table still escalates on its next ban, both
+/// before and after housekeeping has dropped its expired ban.
+#[test]
+fn escalation_survives_eviction_of_a_banned_offender() {
+    let s = ReputationSettings {
+        maxretry: 1,
+        max_offenders: 8,
+        history_ms: 60 * MIN,
+        increment: Some(Increment {
+            factor: 2.0,
+            multipliers: vec![],
+            maxtime_ms: 0,
+            rndtime_ms: 0,
+        }),
+        ..settings()
+    };
+    for housekeeping in [false, true] {
+        let rep = Reputation::new(s.clone());
+        let a = ip("192.0.2.77");
+        assert!(rep.offense(a, OffenseKind::Probe, 1, T0).is_some());
+        // Plenty of other banned offenders push `a`'s record out of the offender table.
+        for i in 0..64u32 {
+            let c = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+            assert!(rep.offense(c, OffenseKind::Probe, 1, T0 + 1).is_some());
+        }
+        assert!(rep.stats().offenders <= 8);
+        assert!(rep.stats().evictions > 0);
+        assert!(is_banned(&rep, a, T0 + 2));
+        let ban_end = T0 + 10 * MIN;
+        if housekeeping {
+            rep.expire(ban_end);
+            assert_eq!(
+                rep.history(a, ban_end).expect("history kept").ban_count,
+                1,
+                "the expired ban leaves its history behind"
+            );
+        }
+        match rep.offense(a, OffenseKind::Probe, 1, ban_end + MIN) {
+            Some(Event::Banned { ban, .. }) => {
+                assert_eq!(ban.ban_count, 2, "housekeeping {housekeeping}");
+                assert_eq!(ban.until_ms - ban.created_ms, 20 * MIN);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// An administrator lifting the ban of an evicted offender keeps its ban count, as when the
+/// offender is still tracked.
+#[test]
+fn unban_of_an_evicted_offender_keeps_its_history() {
+    let rep = Reputation::new(ReputationSettings {
+        maxretry: 1,
+        max_offenders: 8,
+        ..settings()
+    });
+    let a = ip("192.0.2.78");
+    rep.offense(a, OffenseKind::Probe, 1, T0).unwrap();
+    for i in 0..64u32 {
+        let c = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+        rep.offense(c, OffenseKind::Probe, 1, T0 + 1).unwrap();
+    }
+    rep.unban(net("192.0.2.78/32"), T0 + 2).unwrap();
+    let info = rep.history(a, T0 + 3).expect("history kept");
+    assert_eq!(info.ban_count, 1);
+    assert_eq!(info.last_ban_end_ms, T0 + 2);
+    assert!(rep.stats().offenders <= 8);
 }
 
 #[test]
@@ -540,4 +658,95 @@ fn events_serialize_as_json_with_network_strings() {
 fn engine_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Reputation>();
+}
+
+/// Issue "HTTP hardening" item 8: `deny`/`ignoreip` entries narrower than `ipv6_prefix` never
+/// matched, because the engine only saw the client's /64 key. The engine now takes the
+/// client's address and aggregates it itself.
+#[test]
+fn ipv6_ignoreip_narrower_than_the_prefix_protects_the_address_it_names() {
+    // The shipped default `ignoreip`.
+    let rep = Reputation::new(ReputationSettings {
+        ignoreip: vec![net("127.0.0.0/8"), net("::1/128")],
+        ..settings()
+    });
+    // `::1` itself is never counted...
+    for i in 0..20 {
+        assert!(rep
+            .offense(ip("::1"), OffenseKind::Probe, 5, T0 + i)
+            .is_none());
+    }
+    assert!(rep.history(ip("::1"), T0 + 20).is_none());
+    // ...and stays served when a neighbour of its /64 gets the shared identity banned.
+    assert!(rep
+        .offense(ip("::2"), OffenseKind::Probe, 5, T0 + 30)
+        .is_some());
+    assert_eq!(rep.check(ip("::1"), T0 + 31), Verdict::Allow);
+    assert!(is_banned(&rep, ip("::2"), T0 + 31));
+    assert!(
+        is_banned(&rep, ip("::3"), T0 + 31),
+        "the /64 is one identity"
+    );
+    // The key itself (what callers used to pass) is still understood.
+    assert!(is_banned(&rep, ip("::"), T0 + 31));
+    assert_eq!(rep.history(ip("::2"), T0 + 31).unwrap().client, ip("::"));
+    // An admin ban of the named address is refused; one of its /64 is not, and spares it.
+    assert_eq!(
+        rep.ban(net("::1/128"), MIN, "x", T0),
+        Err(BanError::Ignored(net("::1/128")))
+    );
+    rep.ban(net("::/64"), MIN, "x", T0 + 40).unwrap();
+    assert_eq!(rep.check(ip("::1"), T0 + 41), Verdict::Allow);
+}
+
+#[test]
+fn ipv6_deny_narrower_than_the_prefix_refuses_exactly_that_address() {
+    let rep = Reputation::new(ReputationSettings {
+        deny: vec![net("::1/128"), net("2001:db8::5/128")],
+        ..settings()
+    });
+    assert_eq!(rep.check(ip("::1"), T0), Verdict::Denied);
+    assert_eq!(rep.check(ip("2001:db8::5"), T0), Verdict::Denied);
+    // `deny` is an address list: the rest of the /64 is served...
+    assert_eq!(rep.check(ip("2001:db8::6"), T0), Verdict::Allow);
+    assert_eq!(rep.check(ip("::2"), T0), Verdict::Allow);
+    // ...but shares one identity for bans.
+    rep.ban(net("2001:db8::7/128"), MIN, "x", T0).unwrap();
+    assert!(is_banned(&rep, ip("2001:db8::6"), T0));
+    assert_eq!(rep.check(ip("2001:db8::5"), T0), Verdict::Denied);
+    assert!(is_banned(&rep, ip("2001:db8:0:0:ffff::1"), T0));
+    assert_eq!(rep.check(ip("2001:db8:0:1::6"), T0), Verdict::Allow);
+}
+
+#[test]
+fn offenses_from_addresses_of_one_prefix_add_up_to_one_identity() {
+    let rep = Reputation::new(ReputationSettings {
+        ipv6_prefix: 56,
+        ..settings()
+    });
+    for i in 0..4u16 {
+        let c = IpAddr::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, i, 0, 0, 0, 1));
+        assert!(rep.offense(c, OffenseKind::RateLimit, 1, T0).is_none());
+    }
+    match rep.offense(ip("2001:db8:0:ff::9"), OffenseKind::RateLimit, 1, T0) {
+        Some(Event::Banned { ban, .. }) => assert_eq!(ban.net, net("2001:db8::/56")),
+        other => panic!("{other:?}"),
+    }
+    assert!(is_banned(&rep, ip("2001:db8:0:42::1"), T0));
+    assert_eq!(rep.check(ip("2001:db8:0:100::1"), T0), Verdict::Allow);
+    assert_eq!(rep.stats().offenders, 1);
+}
+
+#[test]
+fn ipv4_mapped_addresses_are_their_ipv4_client() {
+    let rep = Reputation::new(ReputationSettings {
+        maxretry: 1,
+        deny: vec![net("198.51.100.9/32")],
+        ..settings()
+    });
+    rep.offense(ip("::ffff:192.0.2.1"), OffenseKind::Probe, 1, T0)
+        .unwrap();
+    assert!(is_banned(&rep, ip("192.0.2.1"), T0));
+    assert!(is_banned(&rep, ip("::ffff:192.0.2.1"), T0));
+    assert_eq!(rep.check(ip("::ffff:198.51.100.9"), T0), Verdict::Denied);
 }

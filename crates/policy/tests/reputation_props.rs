@@ -88,3 +88,51 @@ fn concurrent_offenses_keep_counts_consistent() {
     assert_eq!(rep.bans(T0).len() as u64, bans);
     assert_eq!(stats.bans_by_reason[1], ("rate_limit", bans));
 }
+
+proptest! {
+    /// Issue "HTTP hardening" item 4: the offender table never grows past `max_offenders` and
+    /// never refuses a new offender, however many of its slots hold bans; every ban made is
+    /// enforced until it ends.
+    #[test]
+    fn a_full_offender_table_evicts_and_never_blinds_the_engine(
+        max_offenders in 1usize..=24,
+        maxretry in 1u32..=4,
+        steps in proptest::collection::vec((0u32..64, 1u32..=4, 0u64..=2_000, any::<bool>()), 1..400),
+    ) {
+        let rep = Reputation::new(ReputationSettings {
+            maxretry,
+            findtime_ms: 10_000,
+            bantime_ms: 5_000,
+            max_offenders,
+            ..ReputationSettings::default()
+        });
+        let mut now = T0;
+        let mut banned_until: std::collections::HashMap<IpAddr, u64> = Default::default();
+        for (client, weight, gap, housekeeping) in steps {
+            now += gap;
+            if housekeeping {
+                rep.expire(now);
+            }
+            // IPv6 /64 identities, as a scanner rotating through a /47 would use.
+            let client = IpAddr::from(std::net::Ipv6Addr::from(
+                (0x2001_0db8_0000_0000u128 + u128::from(client)) << 64,
+            ));
+            let was_banned = matches!(rep.check(client, now), Verdict::Banned { .. });
+            prop_assert_eq!(
+                was_banned,
+                banned_until.get(&client).is_some_and(|&until| now < until)
+            );
+            let event = rep.offense(client, OffenseKind::Probe, weight, now);
+            if !was_banned && weight >= maxretry {
+                // One offense worth `maxretry` bans whatever else the table holds.
+                prop_assert!(event.is_some(), "offense at {} not acted upon", now - T0);
+            }
+            if let Some(portcullis_policy::reputation::Event::Banned { ban, .. }) = event {
+                banned_until.insert(client, ban.until_ms);
+            }
+            let stats = rep.stats();
+            prop_assert!(stats.offenders <= max_offenders as u64);
+            prop_assert_eq!(stats.offenders_untracked, 0);
+        }
+    }
+}

@@ -21,15 +21,30 @@
 //!   `history` after the last ban ended (fail2ban's `dbpurgeage`, default here one week).
 //!   Offenders that were never banned are forgotten once their window is empty.
 //! * `ignoreip` clients are never counted and never banned (even inside a banned CIDR);
-//!   `deny` networks are always refused and win over `ignoreip`. Admin bans of a network that
+//!   `deny` networks are always refused and win over `ignoreip`. Both are address lists, as
+//!   fail2ban's `ignoreip` and nginx's `deny`: they are matched against the client's address,
+//!   not its (IPv6-aggregated) key; see "Client keys". Admin bans of a network that
 //!   lies wholly inside `ignoreip` are refused ([`BanError::Ignored`]).
 //! * Admin bans (`ban`) have an explicit duration, are never escalated and do not change the
 //!   offender's ban count. Unbanning a client also clears its current window.
 //!
 //! # Client keys
 //!
-//! Clients are keyed by an `IpAddr` already normalized by the caller (IPv6 masked to
-//! `ipv6_prefix` bits). A network given to [`Reputation::ban`]/[`Reputation::unban`] that is
+//! Clients are keyed by their identity: IPv4, or IPv6 masked to `ipv6_prefix` bits (a host
+//! usually owns a whole /64). [`Reputation::check`], [`Reputation::offense`] and
+//! [`Reputation::history`] take the client's *address* and aggregate it here
+//! ([`crate::client::aggregate`], the same as [`crate::client::ClientIdentity::normalize`]),
+//! because `deny` and `ignoreip` are matched against the address itself: an entry narrower
+//! than `ipv6_prefix` (`::1`, the default `ignoreip`) names addresses, not identities.
+//!
+//! * `deny = ["2001:db8::5"]` refuses exactly that address. The rest of its /64 is served;
+//!   it shares one identity with it for offenses, bans and limits, but nothing it did put it
+//!   on a list.
+//! * `ignoreip = ["::1"]`: offenses from `::1` are not counted, and `::1` is served even when
+//!   its /64 identity is banned because of a neighbour.
+//!
+//! Passing a key still works (aggregation is idempotent), but then entries narrower than the
+//! key cannot match it. A network given to [`Reputation::ban`]/[`Reputation::unban`] that is
 //! at least as specific as a client key (IPv4 `/32`, IPv6 `/ipv6_prefix` or longer) is treated
 //! as that one client key; anything wider is a CIDR ban.
 //!
@@ -37,9 +52,18 @@
 //!
 //! * Offenders: at most `max_offenders` (a global count; one shard may hold up to twice its
 //!   even share). When full, the shard of the new client drops forgettable entries and then
-//!   evicts its least harmful eighth (by `score + ban_count * maxretry`, then oldest last
-//!   offense) in one batch, so an IP-rotating flood costs amortized O(1) per new client. Currently banned offenders are never evicted; if nothing else can go, the new
-//!   client is simply not tracked (counted in [`Stats::offenders_untracked`]).
+//!   evicts an eighth of its entries in one batch, so an IP-rotating flood costs amortized
+//!   O(1) per new client. Currently banned offenders go first, then the least harmful (by
+//!   `score + ban_count * maxretry`, then oldest last offense). A full table therefore never
+//!   refuses a new offender: otherwise filling it with bans (100,000 IPv6 /64 identities are
+//!   one /47) would leave every later client free to probe. A new client is left untracked
+//!   (counted in [`Stats::offenders_untracked`]) only when its shard is empty while the other
+//!   shards fill the global bound.
+//! * Evicting a banned offender loses nothing that matters: its ban lives in the bans table
+//!   and carries the ban count and end. When the ban ends (housekeeping or an admin unban) or
+//!   the client offends again, the history (ban count, end of the last ban) is taken back
+//!   from the ban entry, so escalation goes on as if the record had never left. Only the
+//!   admin-facing `total_offenses` counter is lost.
 //! * Offense memory per offender: the last `min(maxretry, 32)` weighted offenses. Weights are
 //!   at least 1, so for `maxretry <= 32` this decides the threshold exactly; above that the two
 //!   oldest entries are merged (keeping the newer time), which can only ban slightly earlier.
@@ -66,7 +90,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// One minute in milliseconds.
@@ -372,7 +396,8 @@ pub struct Stats {
     pub offenders: u64,
     /// Offenders evicted to make room.
     pub evictions: u64,
-    /// New offenders not tracked because their shard was full of banned clients.
+    /// New offenders (or histories of ended bans) not tracked because their shard was empty
+    /// while the other shards filled `max_offenders`.
     pub offenders_untracked: u64,
     /// Bans refused because `max_bans` bans were active.
     pub bans_refused: u64,
@@ -490,6 +515,19 @@ impl Offender {
         // Every offense is at or before `last_seen_ms`, so this implies an empty window.
         self.last_seen_ms.saturating_add(s.findtime_ms) <= now_ms
             && (self.ban_count == 0 || self.last_ban_end_ms.saturating_add(s.history_ms) <= now_ms)
+    }
+
+    /// The history an evicted offender left in its own ban entry (see the module docs). For a
+    /// manual ban the ban's end stands in for the end of the last automatic one, which can
+    /// only keep the history a little longer.
+    fn from_ban(ban: &BanEntry, now_ms: u64) -> Self {
+        Self {
+            ban_count: ban.ban_count,
+            last_ban_end_ms: ban.until_ms,
+            last_seen_ms: ban.until_ms.min(now_ms),
+            seq: ban.seq,
+            ..Self::default()
+        }
     }
 
     /// Eviction order key, least harmful first: the score as of the last offense (0 once the
@@ -652,6 +690,8 @@ pub struct Reputation {
     shard_bits: u32,
     /// Random key so clients cannot choose to crowd one shard.
     shard_seed: u64,
+    /// `settings.ipv6_prefix`, read without the settings lock on every request.
+    ipv6_prefix: AtomicU8,
     active_bans: AtomicUsize,
     /// Offenders tracked over all shards.
     offender_count: AtomicUsize,
@@ -679,12 +719,14 @@ impl Reputation {
                 })
             })
             .collect();
+        let ipv6_prefix = settings.ipv6_prefix;
         Self {
             settings: RwLock::new(Arc::new(settings)),
             nets: RwLock::new(nets),
             shards,
             shard_bits,
             shard_seed: rand::thread_rng().gen(),
+            ipv6_prefix: AtomicU8::new(ipv6_prefix),
             active_bans: AtomicUsize::new(0),
             offender_count: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
@@ -706,20 +748,24 @@ impl Reputation {
             nets.ignore = NetSet::new(&settings.ignoreip);
             self.publish(&mut nets);
         }
+        self.ipv6_prefix
+            .store(settings.ipv6_prefix, Ordering::Relaxed);
         *self.settings.write() = Arc::new(settings);
     }
 
-    /// The decision for a request from `client`: the first thing done on every request.
-    pub fn check(&self, client: IpAddr, now_ms: u64) -> Verdict {
+    /// The decision for a request from the client at `addr` (its real address, not only its
+    /// key: see "Client keys" in the module docs): the first thing done on every request.
+    pub fn check(&self, addr: IpAddr, now_ms: u64) -> Verdict {
+        let (addr, client) = self.identify(addr);
         let shard = self.shard(client).read();
         let view = &shard.view;
-        if view.deny.contains(client) {
+        if view.deny.contains(addr) {
             return Verdict::Denied;
         }
-        if view.ignore.contains(client) {
+        if view.ignore.contains(addr) {
             return Verdict::Allow;
         }
-        if let Some((until_ms, reason)) = view.covering_ban(client, now_ms) {
+        if let Some((until_ms, reason)) = view.covering_ban(addr, now_ms) {
             return Verdict::Banned {
                 until_ms,
                 reason: reason.clone(),
@@ -734,12 +780,14 @@ impl Reputation {
         }
     }
 
-    /// Records an offense of `weight` by `client`. Returns [`Event::Banned`] when this offense
-    /// brings the score to `maxretry`. `ignoreip` clients and already banned clients are not
-    /// counted; a zero weight counts in the metrics only.
+    /// Records an offense of `weight` by the client at `addr` (its real address, not only its
+    /// key: see "Client keys" in the module docs), counted against its key. Returns
+    /// [`Event::Banned`] when this offense brings the score to `maxretry`. `ignoreip`
+    /// addresses and already banned clients are not counted; a zero weight counts in the
+    /// metrics only.
     pub fn offense(
         &self,
-        client: IpAddr,
+        addr: IpAddr,
         kind: OffenseKind,
         weight: u32,
         now_ms: u64,
@@ -749,19 +797,31 @@ impl Reputation {
             return None;
         }
         let settings = self.settings();
+        let (addr, client) = self.identify(addr);
         let mut shard = self.shard(client).write();
-        if shard.view.ignore.contains(client) {
+        if shard.view.ignore.contains(addr) {
             return None;
         }
         if shard.bans.get(&client).is_some_and(|b| b.active(now_ms)) {
             return None;
         }
-        if !shard.offenders.contains_key(&client) && !self.make_room(&mut shard, now_ms, &settings)
-        {
-            self.counters
-                .offenders_untracked
-                .fetch_add(1, Ordering::Relaxed);
-            return None;
+        if !shard.offenders.contains_key(&client) {
+            if !self.make_room(&mut shard, now_ms, &settings) {
+                self.counters
+                    .offenders_untracked
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            // An offender evicted while banned: its ended ban (not yet dropped by
+            // housekeeping) still holds its history.
+            let seed = shard
+                .bans
+                .get(&client)
+                .map(|b| Offender::from_ban(b, now_ms))
+                .filter(|o| !o.forgettable(now_ms, &settings));
+            if let Some(seed) = seed {
+                *shard.offenders.get_or_default(client) = seed;
+            }
         }
         let offender = shard.offenders.get_or_default(client);
         offender.prune(now_ms, settings.findtime_ms);
@@ -856,7 +916,11 @@ impl Reputation {
                 return Err(BanError::Capacity(self.active_bans.load(Ordering::Relaxed)));
             }
             entry.seq = self.next_seq();
-            entry.ban_count = shard.offenders.get(&client).map_or(0, |o| o.ban_count);
+            entry.ban_count = match shard.offenders.get(&client) {
+                Some(o) => o.ban_count,
+                // Evicted while banned: the ban being replaced holds the count.
+                None => shard.bans.get(&client).map_or(0, |b| b.ban_count),
+            };
             let seq = entry.seq;
             let info = entry.info(self.client_net(client, &settings));
             if shard.bans.insert(client, entry).is_some() && !replacing {
@@ -903,6 +967,11 @@ impl Reputation {
                     offender.last_ban_end_ms = now_ms;
                 }
                 offender.seq = seq;
+            } else {
+                let mut history = Offender::from_ban(&removed, now_ms);
+                history.last_ban_end_ms = history.last_ban_end_ms.min(now_ms);
+                history.seq = seq;
+                self.remember(&mut shard, client, history, now_ms, &settings);
             }
             if !removed.active(now_ms) {
                 return Some(self.unbanned(seq, net, now_ms, UnbanCause::Expired));
@@ -950,10 +1019,11 @@ impl Reputation {
         out
     }
 
-    /// One client's record: score, recent offenses, ban count, current ban. `None` when the
-    /// client is neither tracked nor banned.
-    pub fn history(&self, client: IpAddr, now_ms: u64) -> Option<OffenderInfo> {
+    /// The record of the client `addr` belongs to (an address or a key): score, recent
+    /// offenses, ban count, current ban. `None` when the client is neither tracked nor banned.
+    pub fn history(&self, addr: IpAddr, now_ms: u64) -> Option<OffenderInfo> {
         let settings = self.settings();
+        let (_, client) = self.identify(addr);
         let cidr_ban = {
             let nets = self.nets.read();
             nets.covering_ban(client, now_ms)
@@ -973,7 +1043,15 @@ impl Reputation {
         if offender.is_none() && current_ban.is_none() {
             return None;
         }
-        let offender = offender.cloned().unwrap_or_default();
+        let offender = match offender {
+            Some(o) => o.clone(),
+            // Evicted while banned: the ban entry holds the history.
+            None => shard
+                .bans
+                .get(&client)
+                .map(|b| Offender::from_ban(b, now_ms))
+                .unwrap_or_default(),
+        };
         let recent: Vec<OffenseRecord> = offender
             .window
             .iter()
@@ -1032,9 +1110,15 @@ impl Reputation {
                 .map(|(ip, _)| *ip)
                 .collect();
             for client in expired {
-                shard.bans.remove(&client);
+                let Some(ban) = shard.bans.remove(&client) else {
+                    continue;
+                };
                 self.active_bans.fetch_sub(1, Ordering::Relaxed);
                 self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+                if !shard.offenders.contains_key(&client) {
+                    let history = Offender::from_ban(&ban, now_ms);
+                    self.remember(&mut shard, client, history, now_ms, &settings);
+                }
                 let seq = self.next_seq();
                 let net = self.client_net(client, &settings);
                 events.push(self.unbanned(seq, net, now_ms, UnbanCause::Expired));
@@ -1201,6 +1285,14 @@ impl Reputation {
 
     // ---- internals ----
 
+    /// `(address, key)` of a client address: IPv4-mapped IPv6 folded to IPv4, and the key
+    /// aggregated to `ipv6_prefix` bits.
+    fn identify(&self, addr: IpAddr) -> (IpAddr, IpAddr) {
+        let addr = crate::client::fold_mapped(addr);
+        let key = crate::client::aggregate(addr, self.ipv6_prefix.load(Ordering::Relaxed));
+        (addr, key)
+    }
+
     fn shard(&self, client: IpAddr) -> &RwLock<Shard> {
         if self.shard_bits == 0 {
             return &self.shards[0];
@@ -1289,51 +1381,95 @@ impl Reputation {
         self.try_reserve_ban()
     }
 
+    /// Tracks `history` for `client` (not tracked yet) when it is still worth remembering:
+    /// the history of an evicted banned offender whose ban just ended.
+    fn remember(
+        &self,
+        shard: &mut Shard,
+        client: IpAddr,
+        history: Offender,
+        now_ms: u64,
+        settings: &ReputationSettings,
+    ) {
+        if history.ban_count == 0 || history.forgettable(now_ms, settings) {
+            return;
+        }
+        if self.make_room(shard, now_ms, settings) {
+            *shard.offenders.get_or_default(client) = history;
+        } else {
+            self.counters
+                .offenders_untracked
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Makes room for one more offender in `shard` and counts it (the caller inserts it);
-    /// false when nothing can be evicted because every offender of the shard is banned.
+    /// false only when the shard is empty while the other shards fill the global bound.
     ///
     /// The bound is global (`max_offenders` over all shards), so uneven shards still fill the
     /// whole table; one shard may hold at most twice its even share so eviction scans stay
-    /// short.
+    /// short. The slot is reserved with a compare-and-swap so concurrent inserts in other
+    /// shards cannot push the count past `max_offenders`.
     fn make_room(&self, shard: &mut Shard, now_ms: u64, settings: &ReputationSettings) -> bool {
         let max = settings.max_offenders.max(1);
         let shard_max = (max / self.shards.len()).max(1) * 2;
-        let has_room =
-            |len: usize| len < shard_max && self.offender_count.load(Ordering::Relaxed) < max;
-        if !has_room(shard.offenders.len()) {
-            let Shard {
-                offenders, bans, ..
-            } = shard;
-            let banned = |ip: &IpAddr| bans.get(ip).is_some_and(|b| b.active(now_ms));
-            let before = offenders.len();
-            offenders.retain(|ip, o| banned(ip) || !o.forgettable(now_ms, settings));
-            self.offender_count
-                .fetch_sub(before - offenders.len(), Ordering::Relaxed);
-            if !has_room(offenders.len()) {
-                let mut candidates: Vec<((u64, u64), IpAddr)> = offenders
-                    .iter()
-                    .filter(|(ip, _)| !banned(ip))
-                    .map(|(ip, o)| (o.harm(now_ms, settings), ip))
-                    .collect();
-                if candidates.is_empty() {
-                    return false;
-                }
-                // Evict a batch so a flood of new clients pays for one scan per
-                // `len / 8` inserts instead of one per insert.
-                let batch = (offenders.len() / 8).clamp(1, candidates.len());
-                if batch < candidates.len() {
-                    candidates.select_nth_unstable(batch - 1);
-                }
-                for (_, ip) in &candidates[..batch] {
-                    offenders.remove(ip);
-                }
-                self.offender_count.fetch_sub(batch, Ordering::Relaxed);
-                self.counters
-                    .evictions
-                    .fetch_add(batch as u64, Ordering::Relaxed);
+        loop {
+            if shard.offenders.len() < shard_max
+                && self
+                    .offender_count
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < max).then_some(n + 1)
+                    })
+                    .is_ok()
+            {
+                return true;
+            }
+            // Each round removes at least one entry, so this ends.
+            if !self.evict(shard, now_ms, settings) {
+                return false;
             }
         }
-        self.offender_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frees offender slots of `shard`: forgettable entries if any, else a batch of an eighth
+    /// of the shard, banned offenders first, then least harmful. False when the shard is empty.
+    fn evict(&self, shard: &mut Shard, now_ms: u64, settings: &ReputationSettings) -> bool {
+        let Shard {
+            offenders, bans, ..
+        } = shard;
+        let before = offenders.len();
+        offenders.retain(|_, o| !o.forgettable(now_ms, settings));
+        let forgotten = before - offenders.len();
+        if forgotten > 0 {
+            self.offender_count.fetch_sub(forgotten, Ordering::Relaxed);
+            return true;
+        }
+        if offenders.len() == 0 {
+            return false;
+        }
+        // A banned offender's record is redundant with its ban entry (see the module docs):
+        // it is the cheapest to let go, so it sorts first.
+        let banned = |ip: &IpAddr| bans.get(ip).is_some_and(|b| b.active(now_ms));
+        let mut candidates: Vec<((bool, u64, u64), IpAddr)> = offenders
+            .iter()
+            .map(|(ip, o)| {
+                let (harm, seen) = o.harm(now_ms, settings);
+                ((!banned(&ip), harm, seen), ip)
+            })
+            .collect();
+        // Evict a batch so a flood of new clients pays for one scan per `len / 8` inserts
+        // instead of one per insert.
+        let batch = (offenders.len() / 8).clamp(1, candidates.len());
+        if batch < candidates.len() {
+            candidates.select_nth_unstable(batch - 1);
+        }
+        for (_, ip) in &candidates[..batch] {
+            offenders.remove(ip);
+        }
+        self.offender_count.fetch_sub(batch, Ordering::Relaxed);
+        self.counters
+            .evictions
+            .fetch_add(batch as u64, Ordering::Relaxed);
         true
     }
 }
