@@ -174,3 +174,35 @@ async fn an_http2_client_cancelling_its_requests_is_never_banned() {
         cancelled()
     );
 }
+
+/// Finding 8: `deny` and `ignoreip` are address lists (nginx's `deny`, fail2ban's `ignoreip`),
+/// so an IPv6 entry narrower than `ipv6_prefix` names exactly its address, though clients are
+/// counted and banned by their /64.
+#[tokio::test]
+async fn ipv6_deny_and_ignoreip_entries_narrower_than_the_prefix_match_their_address() {
+    let up = upstream().run().await;
+    let gw = gateway(&up)
+        .extra(BEHIND_PROXY)
+        .extra(PROBES_404)
+        .extra(
+            "[reputation]\nmaxretry = 4\ndeny = [\"2001:db8::5\"]\n\
+             ignoreip = [\"2001:db8:1::7\"]",
+        )
+        .start()
+        .await;
+    assert_eq!(status_as(&gw, "2001:db8::5", "/").await, 403);
+    assert_eq!(status_as(&gw, "2001:db8::6", "/").await, 200);
+    // The ignored address probes as it likes and is never banned ...
+    for _ in 0..6 {
+        assert_eq!(status_as(&gw, "2001:db8:1::7", "/.env").await, 404);
+    }
+    assert_eq!(status_as(&gw, "2001:db8:1::7", "/").await, 200);
+    // ... while a neighbour in its /64 gets the /64 banned, and stays refused.
+    for _ in 0..2 {
+        assert_eq!(status_as(&gw, "2001:db8:1::8", "/.env").await, 404);
+    }
+    assert_eq!(status_as(&gw, "2001:db8:1::8", "/").await, 403);
+    assert_eq!(status_as(&gw, "2001:db8:1::9", "/").await, 403);
+    assert_eq!(status_as(&gw, "2001:db8:1::7", "/").await, 200);
+    assert_eq!(gw.metric("portcullis_bans_total", &[]).await, 1.0);
+}

@@ -48,8 +48,13 @@ impl BanAtAccept {
         if rt.client_ip.is_trusted(peer.ip()) {
             return true;
         }
-        let key = rt.client_ip.normalize(peer.ip());
-        let reason = match rt.filters.store.reputation.check(key, SystemClock.now_ms()) {
+        // The address itself: the reputation table keys it, and matches `deny` against it.
+        let reason = match rt
+            .filters
+            .store
+            .reputation
+            .check(peer.ip(), SystemClock.now_ms())
+        {
             Verdict::Allow => return true,
             Verdict::Banned { .. } => "banned",
             Verdict::Denied => "denied",

@@ -203,23 +203,26 @@ pub async fn decide(
     None
 }
 
-/// Reports an offense by `key` if reputation is configured, recording any resulting ban.
-pub fn offense(rt: &Runtime, key: IpAddr, kind: OffenseKind, now: u64) {
+/// Reports an offense by the client at `client` (its address: the reputation table keys it
+/// itself, and matches `ignoreip` against the address) if reputation is configured, recording
+/// any resulting ban.
+pub fn offense(rt: &Runtime, client: IpAddr, kind: OffenseKind, now: u64) {
     let Some(cfg) = &rt.settings.reputation else {
         return;
     };
     let store = &rt.filters.store;
     if let Some(event) = store
         .reputation
-        .offense(key, kind, cfg.weights.weight(kind), now)
+        .offense(client, kind, cfg.weights.weight(kind), now)
     {
         store.record(event);
     }
 }
 
-/// `Banned` or `Denied` when `key` may not be served at `now`.
-pub fn banned_now(rt: &Runtime, key: IpAddr, now: u64) -> Option<Decision> {
-    match rt.filters.store.reputation.check(key, now) {
+/// `Banned` or `Denied` when the client at `client` (its address, matched against `deny`) may
+/// not be served at `now`.
+pub fn banned_now(rt: &Runtime, client: IpAddr, now: u64) -> Option<Decision> {
+    match rt.filters.store.reputation.check(client, now) {
         Verdict::Allow => None,
         Verdict::Banned { .. } => Some(Decision::Banned),
         Verdict::Denied => Some(Decision::Denied),
@@ -263,7 +266,7 @@ fn before_route(
     req: &RequestFacts<'_>,
     now: u64,
 ) -> Option<Answer> {
-    if let Some(decision) = banned_now(rt, key, now) {
+    if let Some(decision) = banned_now(rt, req.client, now) {
         ctx.decision = decision;
         return Some(Answer::refusal(ban_action(rt)));
     }
@@ -282,7 +285,7 @@ fn before_route(
                 .inc();
             tracing::debug!(client = %key, category = hit.category.as_str(), rule = %hit.rule, "probe");
             ctx.decision = Decision::Probe;
-            offense(rt, key, OffenseKind::Probe, now);
+            offense(rt, req.client, OffenseKind::Probe, now);
             return Some(Answer::refusal(probes.action));
         }
     }
@@ -334,7 +337,7 @@ async fn after_route(
                 let zone = &rt.settings.zones[enforced[zone]];
                 m.with_label_values(&[&zone.engine.name, "rejected"]).inc();
                 ctx.decision = Decision::RateLimited;
-                offense(rt, key, OffenseKind::RateLimit, now);
+                offense(rt, ctx.client.unwrap_or(key), OffenseKind::RateLimit, now);
                 return Some(Answer::Status {
                     status: zone.status,
                     retry_after: Some(decision.retry_after_secs().unwrap_or(1)),
@@ -376,11 +379,11 @@ fn inflight_refusal(ctx: &mut RequestCtx, rt: &Runtime, scope: &str) -> Answer {
 
 /// Feeds an upstream response status to the reputation table.
 pub fn upstream_status(ctx: &RequestCtx, rt: &Runtime, status: u16, now: u64) {
-    let (Some(cfg), Some(key)) = (&rt.settings.reputation, ctx.key) else {
+    let (Some(cfg), Some(client)) = (&rt.settings.reputation, ctx.client) else {
         return;
     };
     if cfg.offense_status.contains(&status) {
-        offense(rt, key, OffenseKind::UpstreamStatus, now);
+        offense(rt, client, OffenseKind::UpstreamStatus, now);
     }
 }
 

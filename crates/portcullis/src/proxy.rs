@@ -262,8 +262,7 @@ pub(crate) fn refused(
         None => (!rt.client_ip.is_trusted(peer)).then_some(peer),
     });
     if let Some(client) = client {
-        let key = rt.client_ip.normalize(client);
-        crate::filters::offense(rt, key, OffenseKind::Malformed, SystemClock.now_ms());
+        crate::filters::offense(rt, client, OffenseKind::Malformed, SystemClock.now_ms());
     }
     rt.request_counter(None, Decision::Malformed).inc();
     Metrics::get().response_counter(status).inc();
@@ -406,8 +405,10 @@ impl ProxyHttp for Gateway {
         // The last moment before the request leaves: a client banned while this request was
         // delayed or waiting (often by its own concurrent requests' 404s) is refused here, so no
         // request reaches the upstream after its client's ban.
-        let banned = match (ctx.rt.as_ref(), ctx.key) {
-            (Some(rt), Some(key)) => crate::filters::banned_now(rt, key, SystemClock.now_ms()),
+        let banned = match (ctx.rt.as_ref(), ctx.client) {
+            (Some(rt), Some(client)) => {
+                crate::filters::banned_now(rt, client, SystemClock.now_ms())
+            }
             _ => None,
         };
         if let Some(decision) = banned {
@@ -535,8 +536,8 @@ impl ProxyHttp for Gateway {
             }
         } else if code == 400 {
             ctx.decision = Decision::Malformed;
-            if let (Some(rt), Some(key)) = (ctx.rt.as_ref(), ctx.key) {
-                crate::filters::offense(rt, key, OffenseKind::Malformed, SystemClock.now_ms());
+            if let (Some(rt), Some(client)) = (ctx.rt.as_ref(), ctx.client) {
+                crate::filters::offense(rt, client, OffenseKind::Malformed, SystemClock.now_ms());
             }
         }
         if code > 0 {

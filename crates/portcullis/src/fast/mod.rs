@@ -377,7 +377,7 @@ impl Conn {
         req: &Simple<'_, '_>,
         keep_alive: bool,
     ) -> Served {
-        let (Some(route), Some(key), Some(client)) = (ctx.route, ctx.key, ctx.client) else {
+        let (Some(route), Some(client)) = (ctx.route, ctx.client) else {
             return self.answer(stream, 500, "error\n", None, false).await;
         };
         let group = &rt.upstreams[rt.settings.routes[route].upstream];
@@ -410,7 +410,7 @@ impl Conn {
             // The last moment before the request leaves: a client banned while this request
             // was delayed or connecting (often by its own concurrent requests' 404s) is refused
             // here, so no request reaches the upstream after its client's ban.
-            if let Some(decision) = crate::filters::banned_now(rt, key, SystemClock.now_ms()) {
+            if let Some(decision) = crate::filters::banned_now(rt, client, SystemClock.now_ms()) {
                 ctx.decision = decision;
                 pool::give_back(addr, up.0, rt.settings.server.upstream_keepalive);
                 let answer = crate::filters::ban_answer(rt);
