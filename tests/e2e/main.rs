@@ -9,6 +9,7 @@ mod http;
 mod nginx_diff;
 mod operations;
 mod proxy;
+mod routing;
 mod smuggling;
 
 mod bench_smoke;

@@ -11,4 +11,5 @@ pub mod limiter;
 pub mod persist;
 pub mod probes;
 pub mod reputation;
+pub mod route_path;
 pub mod time;

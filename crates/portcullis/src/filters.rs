@@ -5,6 +5,7 @@
 //! request gets when it is not passed on, and the proxy (Pingora's `HttpProxy` or the fast
 //! path) writes it.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use pingora::prelude::*;
 use portcullis_policy::limiter::{check_all, Decision as Limit, Zone};
 use portcullis_policy::reputation::{OffenseKind, ReputationSettings, Verdict};
+use portcullis_policy::route_path;
 use smallvec::SmallVec;
 
 use crate::config::{Refusal, Settings};
@@ -21,6 +23,12 @@ use crate::proxy::{Decision, Gateway, RequestCtx};
 use crate::routes::host_without_port;
 use crate::runtime::Runtime;
 use crate::state::BanStore;
+
+thread_local! {
+    /// The normalized path of the request being routed on this thread: no allocation per
+    /// request once it has grown to the longest path seen.
+    static ROUTE_PATH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// The filter engines of one runtime.
 pub struct Filters {
@@ -176,9 +184,28 @@ pub async fn decide(
         return Some(answer);
     }
 
-    let Some(route) = rt.router.find(req.host.map(host_without_port), req.path) else {
-        ctx.decision = Decision::NoRoute;
-        return Some(Answer::status(404));
+    // Routed on the path as the upstream will see it, decoded and resolved as nginx does
+    // before it picks a location: `/api/v1/%6Cogin` is the login route.
+    let host = req.host.map(host_without_port);
+    let routed = ROUTE_PATH.with_borrow_mut(|path| {
+        route_path::normalize(req.path.as_bytes(), path).map(|()| rt.router.find(host, path))
+    });
+    let route = match routed {
+        Ok(Some(route)) => route,
+        Ok(None) => {
+            ctx.decision = Decision::NoRoute;
+            return Some(Answer::status(404));
+        }
+        Err(why) => {
+            tracing::debug!(client = %req.client, path = req.path, %why, "path refused");
+            ctx.decision = Decision::Malformed;
+            offense(rt, req.client, OffenseKind::Malformed, now);
+            return Some(Answer::Status {
+                status: 400,
+                retry_after: None,
+                close: true,
+            });
+        }
     };
     ctx.route = Some(route);
 

@@ -31,8 +31,9 @@ impl Router {
         Self { entries }
     }
 
-    /// The index of the route for `host` (without port, any case) and `path`.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    /// The index of the route for `host` (without port, any case) and `path`, the request's
+    /// normalized path (`portcullis_policy::route_path`).
+    pub fn find(&self, host: Option<&str>, path: &[u8]) -> Option<usize> {
         self.entries
             .iter()
             .find(|(h, prefix, _)| {
@@ -46,10 +47,10 @@ impl Router {
     }
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
+fn prefix_matches(prefix: &str, path: &[u8]) -> bool {
+    match path.strip_prefix(prefix.as_bytes()) {
         None => false,
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?']),
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with(b"/"),
     }
 }
 
@@ -88,29 +89,29 @@ mod tests {
             route(None, "/api"),
             route(None, "/api/v2/"),
         ]);
-        assert_eq!(r.find(None, "/"), Some(0));
-        assert_eq!(r.find(None, "/other"), Some(0));
-        assert_eq!(r.find(None, "/api"), Some(1));
-        assert_eq!(r.find(None, "/api/users"), Some(1));
-        assert_eq!(r.find(None, "/api/v2/users"), Some(2));
+        assert_eq!(r.find(None, b"/"), Some(0));
+        assert_eq!(r.find(None, b"/other"), Some(0));
+        assert_eq!(r.find(None, b"/api"), Some(1));
+        assert_eq!(r.find(None, b"/api/users"), Some(1));
+        assert_eq!(r.find(None, b"/api/v2/users"), Some(2));
         // Whole segments only.
-        assert_eq!(r.find(None, "/apix"), Some(0));
+        assert_eq!(r.find(None, b"/apix"), Some(0));
     }
 
     #[test]
     fn host_routes_come_first_and_fall_back() {
         let r = Router::new(&[route(None, "/"), route(Some("api.example.com"), "/v1")]);
-        assert_eq!(r.find(Some("API.example.com"), "/v1/x"), Some(1));
-        assert_eq!(r.find(Some("api.example.com"), "/other"), Some(0));
-        assert_eq!(r.find(Some("www.example.com"), "/v1/x"), Some(0));
-        assert_eq!(r.find(None, "/v1/x"), Some(0));
+        assert_eq!(r.find(Some("API.example.com"), b"/v1/x"), Some(1));
+        assert_eq!(r.find(Some("api.example.com"), b"/other"), Some(0));
+        assert_eq!(r.find(Some("www.example.com"), b"/v1/x"), Some(0));
+        assert_eq!(r.find(None, b"/v1/x"), Some(0));
     }
 
     #[test]
     fn no_route_is_none() {
         let r = Router::new(&[route(None, "/api")]);
-        assert_eq!(r.find(None, "/"), None);
-        assert_eq!(r.find(None, "/ap"), None);
+        assert_eq!(r.find(None, b"/"), None);
+        assert_eq!(r.find(None, b"/ap"), None);
     }
 
     #[test]
