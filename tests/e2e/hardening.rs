@@ -206,3 +206,34 @@ async fn ipv6_deny_and_ignoreip_entries_narrower_than_the_prefix_match_their_add
     assert_eq!(status_as(&gw, "2001:db8:1::7", "/").await, 200);
     assert_eq!(gw.metric("portcullis_bans_total", &[]).await, 1.0);
 }
+
+/// Finding 2: the upstream gets every X-Forwarded-For field line, joined as nginx joins them,
+/// so a backend reading the header (uvicorn `--proxy-headers`) sees the client portcullis
+/// limited, not one a client wrote in an earlier line. Finding 10's entries with a port or
+/// leading zeros name their client instead of leaving the balancer's identity.
+#[tokio::test]
+async fn every_x_forwarded_for_line_reaches_the_upstream() {
+    let up = upstream().run().await;
+    let gw = gateway(&up).extra(BEHIND_PROXY).start().await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(
+        b"GET /who HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 6.6.6.6\r\n\
+          x-forwarded-for: 7.7.7.7\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = read_response(&mut conn, false).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    conn.write_all(
+        b"GET /port HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 198.051.100.009:4711\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = read_response(&mut conn, false).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = up.seen();
+    let header = |i: usize, name: &str| seen[i].headers.get(name).cloned().unwrap_or_default();
+    assert_eq!(header(0, "x-forwarded-for"), "6.6.6.6, 7.7.7.7, 127.0.0.1");
+    assert_eq!(header(0, "x-real-ip"), "7.7.7.7");
+    assert_eq!(header(1, "x-real-ip"), "198.51.100.9");
+}

@@ -165,11 +165,56 @@ pub fn fold_mapped(addr: IpAddr) -> IpAddr {
 /// surrounding white space. Ports are not accepted: proxies do not add them to these headers.
 fn parse_addr(raw: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(raw).ok()?.trim();
-    let text = text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(text);
-    text.parse::<IpAddr>().ok().map(fold_mapped)
+    // `[v6]` or `[v6]:port`.
+    if let Some(rest) = text.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        return v6
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(|a| fold_mapped(IpAddr::V6(a)));
+    }
+    // More than one colon: a bare IPv6 address (it cannot carry a port unbracketed).
+    if text.bytes().filter(|&b| b == b':').count() > 1 {
+        return text.parse::<IpAddr>().ok().map(fold_mapped);
+    }
+    // `v4` or `v4:port`, as nginx's realip module (since 1.11) and load balancers that append
+    // the port (Azure Application Gateway) write them.
+    let v4 = match text.split_once(':') {
+        Some((v4, port)) if is_port(port) => v4,
+        Some(_) => return None,
+        None => text,
+    };
+    parse_ipv4_decimal(v4).map(IpAddr::V4)
+}
+
+/// An IPv4 address in dotted decimal, leading zeros allowed and read as decimal, as nginx's
+/// `ngx_inet_addr` reads them (`010.0.0.1` is 10.0.0.1): refusing them would leave every
+/// client behind a balancer that writes them with the balancer's identity.
+fn parse_ipv4_decimal(text: &str) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split('.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *octet = part.parse::<u8>().ok()?;
+    }
+    match parts.next() {
+        None => Some(std::net::Ipv4Addr::from(octets)),
+        Some(_) => None,
+    }
+}
+
+/// A TCP port number in decimal.
+fn is_port(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 5
+        && text.parse::<u16>().is_ok()
+        && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -178,6 +223,35 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn entries_with_ports_and_leading_zeros_name_their_client() {
+        assert_eq!(parse_addr(b"203.0.113.7:51234"), Some(ip("203.0.113.7")));
+        assert_eq!(parse_addr(b" 010.001.002.003 "), Some(ip("10.1.2.3")));
+        assert_eq!(parse_addr(b"[2001:db8::1]:443"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_addr(b"[2001:db8::1]"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_addr(b"2001:db8::1"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_addr(b"::ffff:192.0.2.1"), Some(ip("192.0.2.1")));
+        for bad in [
+            &b"1.2.3.4:"[..],
+            b"1.2.3.4:99999",
+            b"1.2.3.4:+80",
+            b"1.2.3",
+            b"1.2.3.4.5",
+            b"1.2.3.256",
+            b"0001.2.3.4",
+            b"[2001:db8::1]x",
+            b"unknown",
+            b"",
+        ] {
+            assert_eq!(parse_addr(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        let id = xff(&["10.0.0.0/8"]);
+        assert_eq!(
+            resolve(&id, "10.0.0.1", &["198.51.100.9:4711, 10.0.0.2:80"]),
+            ip("198.51.100.9")
+        );
     }
 
     fn xff(trusted: &[&str]) -> ClientIdentity {

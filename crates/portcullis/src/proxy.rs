@@ -420,12 +420,13 @@ impl ProxyHttp for Gateway {
         // As nginx's proxy_params: Host kept as sent, X-Real-IP the client, X-Forwarded-For
         // with the TCP peer appended, X-Forwarded-Proto the scheme the client used.
         if let Some(client) = ctx.client {
-            upstream_request.insert_header("x-real-ip", list_with_ip(b"", client)?)?;
+            upstream_request.insert_header("x-real-ip", list_with_ip([], client)?)?;
         }
         if let Some(peer) = ctx.peer {
-            let prev = session.req_header().headers.get("x-forwarded-for");
-            let prev = prev.map_or(&b""[..], |v| v.as_bytes());
-            upstream_request.insert_header("x-forwarded-for", list_with_ip(prev, peer)?)?;
+            // Every field line, joined: the client was chosen from all of them.
+            let lines = session.req_header().headers.get_all("x-forwarded-for");
+            let list = list_with_ip(lines.iter().map(|v| v.as_bytes()), peer)?;
+            upstream_request.insert_header("x-forwarded-for", list)?;
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
@@ -622,19 +623,37 @@ pub(crate) fn upstream_error_body(code: u16) -> &'static str {
     }
 }
 
-/// The header value `list, ip` (or `ip` when `list` is empty), as X-Forwarded-For grows.
+/// The header value `list, ip` (or `ip` when there is no list), as X-Forwarded-For grows.
 ///
 /// Built without `format!`: `Display` for addresses was a third of the forwarding hook's cost.
-/// A `list` that came in as a valid header value stays valid with `, ip` appended.
-fn list_with_ip(list: &[u8], ip: IpAddr) -> Result<http::HeaderValue> {
-    let mut out = Vec::with_capacity(list.len() + 2 + 39);
-    if !list.is_empty() {
-        out.extend_from_slice(list);
-        out.extend_from_slice(b", ");
-    }
-    push_ip(&mut out, ip);
+/// Lists that came in as valid header values stay valid joined with `, ip` appended.
+fn list_with_ip<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    ip: IpAddr,
+) -> Result<http::HeaderValue> {
+    let mut out = Vec::with_capacity(64);
+    push_forwarded_for(&mut out, lines, ip);
     http::HeaderValue::from_maybe_shared(Bytes::from(out))
         .explain_err(ErrorType::InvalidHTTPHeader, |_| "forwarding header")
+}
+
+/// Appends X-Forwarded-For's new value to `out`: every non-empty field line the request had,
+/// in order, joined with `, ` (as nginx joins them since 1.23), then `peer`. Both proxy paths
+/// forward the whole list the client was chosen from: forwarding only the first line would let
+/// a client behind a front proxy show the upstream an address of its choosing.
+pub(crate) fn push_forwarded_for<'a>(
+    out: &mut Vec<u8>,
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    peer: IpAddr,
+) {
+    for line in lines {
+        let line = line.trim_ascii();
+        if !line.is_empty() {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b", ");
+        }
+    }
+    push_ip(out, peer);
 }
 
 /// Appends `ip` as text; IPv4 without the formatting machinery (this runs for every request).
@@ -701,7 +720,12 @@ mod tests {
             push_ip(&mut out, ip);
             assert_eq!(out, ip.to_string().as_bytes());
         }
-        let value = list_with_ip(b"203.0.113.50", "127.0.0.1".parse().unwrap()).unwrap();
+        let peer = "127.0.0.1".parse().unwrap();
+        let value = list_with_ip([&b"203.0.113.50"[..]], peer).unwrap();
         assert_eq!(value, "203.0.113.50, 127.0.0.1");
+        let lines = [&b"6.6.6.6 "[..], b"", b"7.7.7.7, 8.8.8.8"];
+        let value = list_with_ip(lines, peer).unwrap();
+        assert_eq!(value, "6.6.6.6, 7.7.7.7, 8.8.8.8, 127.0.0.1");
+        assert_eq!(list_with_ip([], peer).unwrap(), "127.0.0.1");
     }
 }

@@ -142,15 +142,11 @@ impl<'r, 'b> Simple<'r, 'b> {
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut forwarded_for = None;
         for h in self.headers {
             let name = h.name;
-            if name.eq_ignore_ascii_case("x-forwarded-for") {
-                forwarded_for = forwarded_for.or(Some(h.value));
-                continue;
-            }
             if HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
                 || name.eq_ignore_ascii_case("x-real-ip")
+                || name.eq_ignore_ascii_case("x-forwarded-for")
                 || name.eq_ignore_ascii_case("x-forwarded-proto")
             {
                 continue;
@@ -163,11 +159,11 @@ impl<'r, 'b> Simple<'r, 'b> {
         out.extend_from_slice(b"x-real-ip: ");
         crate::proxy::push_ip(out, client);
         out.extend_from_slice(b"\r\nx-forwarded-for: ");
-        if let Some(list) = forwarded_for.filter(|l| !l.is_empty()) {
-            out.extend_from_slice(list);
-            out.extend_from_slice(b", ");
-        }
-        crate::proxy::push_ip(out, peer);
+        let lines = self
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
+        crate::proxy::push_forwarded_for(out, lines.map(|h| h.value), peer);
         out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
     }
 
