@@ -237,3 +237,67 @@ async fn every_x_forwarded_for_line_reaches_the_upstream() {
     assert_eq!(header(0, "x-real-ip"), "7.7.7.7");
     assert_eq!(header(1, "x-real-ip"), "198.51.100.9");
 }
+
+/// An upstream that answers the first request on each connection and reads the second one,
+/// then closes without an answer, as a server does that acted on a request and died. Counts
+/// the requests it got, by method.
+async fn dies_on_the_second_request() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>)
+{
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = got.clone();
+    let addr = listen(move |mut stream| {
+        let log = log.clone();
+        async move {
+            let mut served = 0;
+            while let Some((head, _)) = read_head(&mut stream).await {
+                let text = String::from_utf8_lossy(&head).to_string();
+                let line = text.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push(line);
+                served += 1;
+                if served == 2 {
+                    return;
+                }
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(ok).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, got)
+}
+
+/// Finding 5: a request that was sent on a kept-alive upstream connection which then broke is
+/// sent again only when it is idempotent; a POST is answered 502, never replayed.
+#[tokio::test]
+async fn a_post_is_never_replayed_on_a_new_upstream_connection() {
+    let (addr, got) = dies_on_the_second_request().await;
+    let gw = gateway_to(addr).start().await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(b"GET /first HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut conn, false).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    conn.write_all(b"POST /pay HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut conn, false).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let posts = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1, "{:?}", got.lock().unwrap());
+    // A GET in the same place is sent again, on a new connection, and answered.
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    for path in ["/one", "/two"] {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_response(&mut conn, false).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+    }
+}

@@ -383,6 +383,11 @@ impl Conn {
         let group = &rt.upstreams[rt.settings.routes[route].upstream];
         req.upstream_header(client, self.peer, &mut self.out);
         let head_request = req.method.eq_ignore_ascii_case("HEAD");
+        // Only an idempotent request may be sent again after it left on a kept connection that
+        // turned out dead: the upstream may have acted on it before closing (RFC 9110 9.2.2;
+        // Pingora's default error_while_proxy and nginx's proxy_next_upstream decide alike).
+        let replayable =
+            http::Method::from_bytes(req.method.as_bytes()).is_ok_and(|m| m.is_idempotent());
         loop {
             let Some(addr) = group.select(SystemClock.now_ms()) else {
                 return self
@@ -424,7 +429,7 @@ impl Conn {
                     Ok(head) => break head,
                     // A kept connection the upstream closed while it sat idle: once more on a
                     // new one, as nginx and Pingora do.
-                    Err(Failure::Broken { stale: true }) if up.1 => {
+                    Err(Failure::Broken { stale: true }) if up.1 && replayable => {
                         match connect(addr, group.settings.connect_timeout).await {
                             Ok(fresh) => up = (fresh, false),
                             Err(_) => {
