@@ -301,3 +301,73 @@ async fn a_post_is_never_replayed_on_a_new_upstream_connection() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
     }
 }
+
+/// Sends `request` (a whole HTTP/1.1 request) to the admin API and returns the status.
+async fn admin_status(gw: &Gateway, request: &str) -> u16 {
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.admin_port))
+        .await
+        .unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_response(&mut conn, false).await;
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Finding 9: the admin API without a token refuses what a web page could send it (a
+/// DNS-rebinding Host, an Origin, a text/plain ban) and a ban of everyone.
+#[tokio::test]
+async fn the_admin_api_refuses_web_pages_and_bans_of_everyone() {
+    let up = upstream().run().await;
+    let gw = gateway(&up).start().await;
+    let port = gw.admin_port;
+    let ban = |host: &str, extra: &str, kind: &str, target: &str| {
+        let body = format!("{{\"target\": \"{target}\", \"duration\": \"1m\"}}");
+        format!(
+            "POST /bans HTTP/1.1\r\nhost: {host}\r\n{extra}content-type: {kind}\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let here = format!("127.0.0.1:{port}");
+    let json = "application/json";
+    // A page served by a name that resolves to 127.0.0.1.
+    let rebound = ban(&format!("evil.example:{port}"), "", json, "203.0.113.9");
+    assert_eq!(admin_status(&gw, &rebound).await, 403);
+    let list = format!("GET /bans HTTP/1.1\r\nhost: evil.example:{port}\r\n\r\n");
+    assert_eq!(admin_status(&gw, &list).await, 403);
+    // A page of another site posting to 127.0.0.1 directly.
+    let origin = ban(
+        &here,
+        "origin: http://evil.example\r\n",
+        json,
+        "203.0.113.9",
+    );
+    assert_eq!(admin_status(&gw, &origin).await, 403);
+    let plain = ban(&here, "", "text/plain", "203.0.113.9");
+    assert_eq!(admin_status(&gw, &plain).await, 415);
+    for everyone in ["0.0.0.0/0", "::/0", "10.0.0.0/7"] {
+        let request = ban(&here, "", json, everyone);
+        assert_eq!(admin_status(&gw, &request).await, 400, "{everyone}");
+    }
+    assert_eq!(gw.metric("portcullis_bans_total", &[]).await, 0.0);
+    assert_eq!(status_as(&gw, "203.0.113.9", "/").await, 200);
+    // The CLI's own requests, and a plain JSON ban, still work.
+    let good = ban(
+        "localhost",
+        "",
+        "application/json; charset=utf-8",
+        "203.0.113.0/24",
+    );
+    assert_eq!(admin_status(&gw, &good).await, 201);
+    let (ok, out, err) = run_cli(&[
+        "bans",
+        "list",
+        "--json",
+        "--config",
+        gw.config_path.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("203.0.113.0/24"), "{out}{err}");
+}

@@ -11,6 +11,13 @@
 //! | GET | `/healthz` | liveness |
 //!
 //! With `token_file`, every call needs `Authorization: Bearer <token>`.
+//!
+//! Without a token the API trusts whoever can reach its (loopback) port, so it refuses what
+//! only a browser would send there: a `Host` that is a DNS name (DNS rebinding: a page whose
+//! name resolves to 127.0.0.1), and any request carrying `Origin` (a page of another site). A
+//! ban is made only from a JSON body (`Content-Type: application/json`, which a page cannot
+//! send cross-site without a CORS preflight this API never grants), and never of a network
+//! wider than `MIN_BAN_PREFIX_V4` / `MIN_BAN_PREFIX_V6` bits: nobody means to ban the Internet.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +37,11 @@ use crate::runtime::Runtime;
 
 /// Largest request body accepted (a ban request is a few hundred bytes).
 const MAX_BODY: usize = 64 * 1024;
+
+/// The widest IPv4 network a ban may name (a /8 is a whole registry block already).
+const MIN_BAN_PREFIX_V4: u8 = 8;
+/// The widest IPv6 network a ban may name.
+const MIN_BAN_PREFIX_V6: u8 = 16;
 
 /// The admin HTTP app.
 pub struct AdminApp {
@@ -64,9 +76,45 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Vec<u8>> {
     respond(status, json!({ "error": message.into() }))
 }
 
-/// Compares in time independent of where the strings differ.
-fn same_token(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares `given` with `token` in a time that tells nothing of the token: both are hashed
+/// with a key drawn at start (SipHash), and the digests compared whole. Comparing the bytes
+/// directly would return early on a length mismatch, and so tell the token's length.
+fn same_token(given: &[u8], token: &[u8]) -> bool {
+    use std::hash::{BuildHasher, Hasher};
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let key = KEY.get_or_init(std::collections::hash_map::RandomState::new);
+    let digest = |bytes: &[u8]| {
+        let mut h = key.build_hasher();
+        h.write(bytes);
+        h.finish()
+    };
+    digest(given) ^ digest(token) == 0
+}
+
+/// Why a request without a token is refused before it is read, if it is: one a browser sends
+/// for a page (see the module docs), never the CLI or curl.
+fn browser_request(session: &ServerSession) -> Option<&'static str> {
+    let headers = &session.req_header().headers;
+    if headers.contains_key(http::header::ORIGIN) {
+        return Some("requests from web pages (Origin) are not accepted");
+    }
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let name = crate::routes::host_without_port(host);
+    let literal =
+        name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost");
+    (!literal).then_some("Host must be an IP address or localhost (or configure token_file)")
+}
+
+/// True when `headers` say the body is JSON.
+fn json_body(session: &ServerSession) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
@@ -115,6 +163,8 @@ impl AdminApp {
             if !same_token(given.trim().as_bytes(), token.as_bytes()) {
                 return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             }
+        } else if let Some(why) = browser_request(session) {
+            return error(StatusCode::FORBIDDEN, why);
         }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
@@ -126,6 +176,12 @@ impl AdminApp {
             (Method::GET, "/healthz") => respond(StatusCode::OK, json!({ "status": "ok" })),
             (Method::GET, "/bans") => respond(StatusCode::OK, json!(reputation.bans(now))),
             (Method::POST, "/bans") => {
+                if !json_body(session) {
+                    return error(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "a ban request is JSON: Content-Type: application/json",
+                    );
+                }
                 let body = match read_body(session).await {
                     Ok(b) => b,
                     Err(resp) => return resp,
@@ -142,6 +198,16 @@ impl AdminApp {
                         format!("{:?} is not an IP or CIDR", req.target),
                     );
                 };
+                let widest = match net {
+                    ipnet::IpNet::V4(_) => MIN_BAN_PREFIX_V4,
+                    ipnet::IpNet::V6(_) => MIN_BAN_PREFIX_V6,
+                };
+                if net.prefix_len() < widest {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("{net} is too wide to ban: at most a /{widest}"),
+                    );
+                }
                 let duration = match req.duration.as_deref() {
                     None => std::time::Duration::from_millis(reputation.settings().bantime_ms),
                     Some(d) => match humantime::parse_duration(d) {
