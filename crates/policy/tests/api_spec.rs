@@ -795,3 +795,36 @@ fn corpus_uber_swagger_2() {
         }
     );
 }
+
+// --- Properties ----------------------------------------------------------------------------
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any non-empty parameter value without '/' keeps a declared route known.
+        #[test]
+        fn any_segment_value_keeps_declared_routes_known(value in "[^/]{1,40}") {
+            let (spec, routes) = corpus("fastapi-full-stack-template-openapi.json");
+            for (template, methods) in &routes {
+                let path = instantiate(template, &value);
+                for method in methods {
+                    prop_assert_eq!(check(&spec, method, &path), ApiMatch::Known, "{} {}", method, path);
+                }
+            }
+        }
+
+        /// Arbitrary bytes never panic, and the answer does not depend on a trailing slash.
+        #[test]
+        fn arbitrary_paths_do_not_panic(path in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let spec = users_spec();
+            let with_slash = [b"/".as_slice(), &path, b"/"].concat();
+            let without_slash = [b"/".as_slice(), &path].concat();
+            if !path.ends_with(b"/") {
+                prop_assert_eq!(spec.check(b"GET", &with_slash), spec.check(b"GET", &without_slash));
+            }
+            let _ = spec.check(&path, &path);
+        }
+    }
+}
