@@ -6,6 +6,7 @@
 //! [`time::ManualClock`] instead of sleeping.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod client;
 pub mod limiter;
 pub mod persist;
