@@ -2,6 +2,7 @@
 
 mod support;
 
+mod api;
 mod fast_path;
 mod filters;
 mod hardening;

@@ -15,7 +15,7 @@ fn error(text: &str) -> String {
     }
 }
 
-fn check<'a>(spec: &'a Spec, method: &str, path: &str) -> ApiMatch<'a> {
+fn check(spec: &Spec, method: &str, path: &str) -> ApiMatch {
     spec.check(method.as_bytes(), path.as_bytes())
 }
 

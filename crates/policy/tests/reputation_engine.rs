@@ -327,7 +327,7 @@ fn cidr_ban_covers_addresses_inside() {
     );
     assert_eq!(rep.expire(T0 + 5 * MIN).len(), 2);
     assert_eq!(rep.stats().active_bans, 0);
-    assert_eq!(rep.stats().bans_by_reason[4], ("manual", 2));
+    assert_eq!(rep.stats().bans_by_reason.last(), Some(&("manual", 2)));
 }
 
 #[test]

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::prelude::*;
+use portcullis_policy::api::ApiMatch;
 use portcullis_policy::limiter::{check_all, Decision as Limit, Zone};
+use portcullis_policy::probes::Category;
 use portcullis_policy::reputation::{OffenseKind, ReputationSettings, Verdict};
 use portcullis_policy::route_path;
 use smallvec::SmallVec;
 
-use crate::config::{Refusal, Settings};
+use crate::config::{Refusal, Settings, UnknownRoute};
 use crate::inflight::Caps;
 use crate::metrics::FilterMetrics;
 use crate::proxy::{Decision, Gateway, RequestCtx};
@@ -106,6 +108,7 @@ pub(crate) fn refusal_body(status: u16) -> &'static str {
     match status {
         403 => "403 Forbidden\n",
         404 => "404 Not Found\n",
+        405 => "405 Method Not Allowed\n",
         413 => "413 Request Entity Too Large\n",
         429 => "429 Too Many Requests\n",
         503 => "503 Service Unavailable\n",
@@ -127,6 +130,12 @@ pub enum Answer {
     },
     /// Close the connection without an answer (nginx's 444).
     Drop,
+    /// `405 Method Not Allowed` with this `Allow` value: the API's spec declares the path but
+    /// not the method.
+    NotAllowed {
+        /// The methods the path serves, e.g. "GET, HEAD, OPTIONS".
+        allow: &'static str,
+    },
 }
 
 impl Answer {
@@ -155,6 +164,8 @@ pub struct RequestFacts<'a> {
     pub client: IpAddr,
     /// The Host header (or the authority of an absolute URI), port included.
     pub host: Option<&'a str>,
+    /// The method, as sent.
+    pub method: &'a str,
     /// The path, without the query.
     pub path: &'a str,
     /// The request target as sent (path and query), for the probe matcher.
@@ -179,33 +190,10 @@ pub async fn decide(
     ctx.client = Some(req.client);
     ctx.key = Some(key);
 
-    // Bans and probes before routing, so refused requests cost the least.
-    if let Some(answer) = before_route(ctx, rt, key, req, now) {
-        return Some(answer);
-    }
-
-    // Routed on the path as the upstream will see it, decoded and resolved as nginx does
-    // before it picks a location: `/api/v1/%6Cogin` is the login route.
-    let host = req.host.map(host_without_port);
-    let routed = ROUTE_PATH.with_borrow_mut(|path| {
-        route_path::normalize(req.path.as_bytes(), path).map(|()| rt.router.find(host, path))
-    });
-    let route = match routed {
-        Ok(Some(route)) => route,
-        Ok(None) => {
-            ctx.decision = Decision::NoRoute;
-            return Some(Answer::status(404));
-        }
-        Err(why) => {
-            tracing::debug!(client = %req.client, path = req.path, %why, "path refused");
-            ctx.decision = Decision::Malformed;
-            offense(rt, req.client, OffenseKind::Malformed, now);
-            return Some(Answer::Status {
-                status: 400,
-                retry_after: None,
-                close: true,
-            });
-        }
+    // Bans, the API's spec and probes before routing, so refused requests cost the least.
+    let route = match ROUTE_PATH.with_borrow_mut(|path| admit(ctx, rt, req, path, now)) {
+        Ok(route) => route,
+        Err(answer) => return Some(answer),
     };
     ctx.route = Some(route);
 
@@ -285,38 +273,141 @@ pub fn refusal_error(ctx: &mut RequestCtx) -> Box<Error> {
     }
 }
 
-/// Ban check and probe match.
-fn before_route(
+/// The walk up to the route: ban, path, the API's spec, probes, route. `path` is the buffer
+/// the normalized path is written to. `Ok`: the route; `Err`: the answer instead.
+fn admit(
     ctx: &mut RequestCtx,
     rt: &Runtime,
-    key: IpAddr,
     req: &RequestFacts<'_>,
+    path: &mut Vec<u8>,
     now: u64,
-) -> Option<Answer> {
+) -> Result<usize, Answer> {
     if let Some(decision) = banned_now(rt, req.client, now) {
         ctx.decision = decision;
-        return Some(Answer::refusal(ban_action(rt)));
+        return Err(Answer::refusal(ban_action(rt)));
     }
+
+    // Decided on the path as the upstream will see it, decoded and resolved as nginx does
+    // before it picks a location: `/api/v1/%6Cogin` is the login route.
+    let normalized = route_path::normalize(req.path.as_bytes(), path);
+    let api = rt
+        .api
+        .as_ref()
+        .and_then(|api| Some((api, api.spec.as_deref()?)));
+    let verdict = match (api, &normalized) {
+        (Some((_, spec)), Ok(())) => Some(spec.check(req.method.as_bytes(), path)),
+        _ => None,
+    };
+    let in_spec = matches!(verdict, Some(ApiMatch::Known | ApiMatch::Extra));
 
     if let Some(probes) = &rt.settings.probes {
         if let Some(hit) = probes.matcher.check(req.raw_path, req.user_agent) {
-            let action = match probes.action {
-                Refusal::Drop => "drop",
-                Refusal::Status(403) => "403",
-                Refusal::Status(404) => "404",
-                Refusal::Status(_) => "status",
-            };
-            FilterMetrics::get()
-                .probe_hits
-                .with_label_values(&[hit.category.as_str(), action])
-                .inc();
-            tracing::debug!(client = %key, category = hit.category.as_str(), rule = %hit.rule, "probe");
-            ctx.decision = Decision::Probe;
-            offense(rt, req.client, OffenseKind::Probe, now);
-            return Some(Answer::refusal(probes.action));
+            // A request the API's spec declares is never refused by the path lists: the
+            // spec knows better (`/repos/phpmyadmin/...` is a repository name there).
+            if !(in_spec && path_rule(hit.category)) {
+                let action = match probes.action {
+                    Refusal::Drop => "drop",
+                    Refusal::Status(403) => "403",
+                    Refusal::Status(404) => "404",
+                    Refusal::Status(_) => "status",
+                };
+                FilterMetrics::get()
+                    .probe_hits
+                    .with_label_values(&[hit.category.as_str(), action])
+                    .inc();
+                tracing::debug!(client = %req.client, category = hit.category.as_str(), rule = %hit.rule, "probe");
+                ctx.decision = Decision::Probe;
+                offense(rt, req.client, OffenseKind::Probe, now);
+                return Err(Answer::refusal(probes.action));
+            }
         }
     }
-    None
+
+    // Outside the spec, and no probe: `[api] unknown` says what it gets.
+    if let (Some((api, _)), Some(verdict)) = (api, verdict) {
+        outside_spec(ctx, rt, api.unknown, verdict, req, now)?;
+    }
+
+    // A path that cannot be normalized safely and is no probe: nginx answers it 400 too.
+    if let Err(why) = normalized {
+        tracing::debug!(client = %req.client, path = req.path, %why, "path refused");
+        ctx.decision = Decision::Malformed;
+        offense(rt, req.client, OffenseKind::Malformed, now);
+        return Err(Answer::Status {
+            status: 400,
+            retry_after: None,
+            close: true,
+        });
+    }
+
+    let host = req.host.map(host_without_port);
+    match rt.router.find(host, path) {
+        Some(route) => Ok(route),
+        None => {
+            ctx.decision = Decision::NoRoute;
+            Err(Answer::status(404))
+        }
+    }
+}
+
+/// True for probe categories that are path lists, which a spec's route overrides; the
+/// structural checks (traversal, double encoding, control bytes) and scanner user agents
+/// still refuse a request the spec declares.
+fn path_rule(category: Category) -> bool {
+    !matches!(category, Category::Traversal | Category::ScannerAgent)
+}
+
+/// Acts on the spec's `verdict` for a request outside it (unknown path, or a method the path
+/// does not serve) as `unknown` says: `Err` with the answer (404, or 405 with `Allow`) when
+/// refused; counted, and an offense unless only logged.
+fn outside_spec(
+    ctx: &mut RequestCtx,
+    rt: &Runtime,
+    unknown: UnknownRoute,
+    verdict: ApiMatch,
+    req: &RequestFacts<'_>,
+    now: u64,
+) -> Result<(), Answer> {
+    let (answer, decision, category) = match verdict {
+        ApiMatch::Known | ApiMatch::Extra => return Ok(()),
+        ApiMatch::Unknown => (Answer::status(404), Decision::UnknownRoute, "unknown_route"),
+        ApiMatch::MethodNotAllowed { allow } => (
+            Answer::NotAllowed { allow },
+            Decision::MethodNotAllowed,
+            "method",
+        ),
+    };
+    let action = match unknown {
+        UnknownRoute::Refuse => answer_label(&answer),
+        UnknownRoute::Offense => "offense",
+        UnknownRoute::Log => "log",
+    };
+    FilterMetrics::get()
+        .probe_hits
+        .with_label_values(&[category, action])
+        .inc();
+    tracing::debug!(client = %req.client, method = req.method, path = req.path, category, action, "outside the API spec");
+    if unknown != UnknownRoute::Log {
+        offense(rt, req.client, OffenseKind::UnknownRoute, now);
+    }
+    match unknown {
+        UnknownRoute::Refuse => {
+            ctx.decision = decision;
+            Err(answer)
+        }
+        UnknownRoute::Offense | UnknownRoute::Log => Ok(()),
+    }
+}
+
+/// The `action` label of a refusal in `portcullis_probe_hits_total`.
+fn answer_label(answer: &Answer) -> &'static str {
+    match answer {
+        Answer::Drop => "drop",
+        Answer::NotAllowed { .. } => "405",
+        Answer::Status { status: 404, .. } => "404",
+        Answer::Status { status: 403, .. } => "403",
+        Answer::Status { .. } => "status",
+    }
 }
 
 /// Rate limits and concurrency caps of the matched route.
@@ -460,6 +551,7 @@ probe = 2
             peer: ip,
             client: ip,
             host: Some("api.example:8080"),
+            method: "GET",
             path,
             raw_path: path.as_bytes(),
             user_agent: None,
@@ -515,5 +607,60 @@ probe = 2
         // A probe weighs maxretry here: its sender is banned, for every path.
         let banned = decide_now(&rt, &get("192.0.2.2", "/api/users")).await;
         assert_eq!(banned, (Some(Answer::status(403)), Decision::Banned));
+    }
+
+    /// `[api] unknown`: refused (404 / 405 with Allow, an offense), forwarded and counted, or
+    /// only logged; a path the spec declares is never taken for a probe.
+    #[tokio::test]
+    async fn the_api_spec_refuses_or_counts_what_it_does_not_declare() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = r#"{"swagger": "2.0", "basePath": "/api", "info": {"title": "t", "version": "1"},
+            "paths": {"/repos/{owner}/{repo}": {"get": {}, "delete": {}}}}"#;
+        std::fs::write(dir.path().join("spec.json"), spec).unwrap();
+        for (mode, offenses) in [("refuse", 2), ("offense", 2), ("log", 0)] {
+            let text = format!("{CONFIG}\n[api]\nopenapi = \"spec.json\"\nunknown = \"{mode}\"\n");
+            let settings = Settings::parse(&text, dir.path()).unwrap();
+            let rt = Runtime::build(settings, None).unwrap();
+            // A repository named phpmyadmin is an API route here, not a probe.
+            let known =
+                decide_now(&rt, &get("192.0.2.1", "/api/repos/phpmyadmin/phpmyadmin")).await;
+            assert_eq!(known, (None, Decision::Proxied), "{mode}");
+            let mut put = get("192.0.2.2", "/api/repos/a/b");
+            put.method = "PUT";
+            let unknown = get("192.0.2.3", "/api/other");
+            // A probe outside the spec is a probe (its heavier offense), in every mode.
+            let probe = decide_now(&rt, &get("192.0.2.4", "/.env")).await;
+            assert_eq!(
+                probe,
+                (Some(Answer::status(404)), Decision::Probe),
+                "{mode}"
+            );
+            let before = rt.filters.store.reputation.stats().offenses_by_kind.clone();
+            let (put, unknown) = (decide_now(&rt, &put).await, decide_now(&rt, &unknown).await);
+            match mode {
+                "refuse" => {
+                    let allow = "DELETE, GET, HEAD, OPTIONS";
+                    assert_eq!(
+                        put,
+                        (
+                            Some(Answer::NotAllowed { allow }),
+                            Decision::MethodNotAllowed
+                        )
+                    );
+                    assert_eq!(unknown, (Some(Answer::status(404)), Decision::UnknownRoute));
+                }
+                _ => {
+                    assert_eq!(put, (None, Decision::Proxied), "{mode}");
+                    assert_eq!(unknown, (None, Decision::Proxied), "{mode}");
+                }
+            }
+            let after = rt.filters.store.reputation.stats().offenses_by_kind.clone();
+            let count = |list: &[(&'static str, u64)]| {
+                list.iter()
+                    .find(|(k, _)| *k == "unknown_route")
+                    .map_or(0, |(_, n)| *n)
+            };
+            assert_eq!(count(&after) - count(&before), offenses, "{mode}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 mod accept;
 mod access_log;
 mod admin;
+mod api;
 mod cli;
 mod config;
 mod fast;
@@ -80,6 +81,17 @@ fn main() -> ExitCode {
                     settings.routes.len(),
                     settings.upstreams.len(),
                 );
+                match settings.api.as_ref().map(|a| &a.source) {
+                    Some(config::ApiSource::File { path, spec }) => println!(
+                        "{}: API spec ok ({} path template(s))",
+                        path.display(),
+                        spec.template_count()
+                    ),
+                    Some(config::ApiSource::Url(url)) => {
+                        println!("{url}: API spec fetched at start and on every reload")
+                    }
+                    None => {}
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

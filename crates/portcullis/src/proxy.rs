@@ -54,11 +54,15 @@ pub enum Decision {
     TooLarge,
     /// Routed, but the upstream failed.
     UpstreamError,
+    /// The path is outside the API's spec (`[api] unknown = "refuse"`).
+    UnknownRoute,
+    /// The path is in the API's spec, the method is not (405).
+    MethodNotAllowed,
 }
 
 impl Decision {
     /// Every decision, in declaration order (`as usize` indexes this).
-    pub const ALL: [Decision; 13] = [
+    pub const ALL: [Decision; 15] = [
         Decision::Undecided,
         Decision::Proxied,
         Decision::Delayed,
@@ -72,6 +76,8 @@ impl Decision {
         Decision::Malformed,
         Decision::TooLarge,
         Decision::UpstreamError,
+        Decision::UnknownRoute,
+        Decision::MethodNotAllowed,
     ];
 
     /// The metric label.
@@ -90,6 +96,8 @@ impl Decision {
             Decision::Malformed => "malformed",
             Decision::TooLarge => "too_large",
             Decision::UpstreamError => "upstream_error",
+            Decision::UnknownRoute => "unknown_route",
+            Decision::MethodNotAllowed => "method_not_allowed",
         }
     }
 }
@@ -186,6 +194,11 @@ impl Gateway {
     ) -> Result<bool> {
         match answer {
             Answer::Drop => Gateway::drop_connection(ctx),
+            Answer::NotAllowed { allow } => {
+                let body = crate::filters::refusal_body(405);
+                self.refuse(session, 405, body, &[("allow", allow.to_string())])
+                    .await
+            }
             Answer::Status {
                 status,
                 retry_after,
@@ -348,6 +361,7 @@ impl ProxyHttp for Gateway {
             peer,
             client: client_of(&rt, peer, req),
             host: request_host(session),
+            method: req.method.as_str(),
             path: req.uri.path(),
             raw_path: req.raw_path(),
             user_agent: req.headers.get("user-agent").map(|v| v.as_bytes()),

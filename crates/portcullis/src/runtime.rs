@@ -29,6 +29,8 @@ pub struct Runtime {
     pub upstreams: Vec<Upstream>,
     /// The filters: bans, probes, limits.
     pub filters: Filters,
+    /// The API's own routes (`[api]`), if configured.
+    pub api: Option<crate::api::ApiModel>,
     /// Access log writer.
     pub access_log: Arc<AccessLog>,
     /// `portcullis_requests_total` resolved for every (route, decision) once, so the request
@@ -61,7 +63,12 @@ impl Runtime {
                     .collect()
             })
             .collect();
+        let api = settings
+            .api
+            .as_ref()
+            .map(|a| crate::api::ApiModel::build(a, previous.and_then(|p| p.api.as_ref())));
         Ok(Runtime {
+            api,
             requests,
             client_ip: settings.client_ip.clone(),
             router: Router::new(&settings.routes),

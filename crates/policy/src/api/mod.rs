@@ -65,7 +65,7 @@ use tree::{Tree, Walk};
 
 /// The verdict on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiMatch<'a> {
+pub enum ApiMatch {
     /// A template of the spec matches the path and serves the method.
     Known,
     /// The path is under `extra_paths`: served outside the spec, any method.
@@ -73,7 +73,7 @@ pub enum ApiMatch<'a> {
     /// The path matches templates, none of which serves the method.
     MethodNotAllowed {
         /// The value of the `Allow` response header.
-        allow: &'a str,
+        allow: &'static str,
     },
     /// No template and no extra path matches.
     Unknown,
@@ -176,6 +176,18 @@ impl Spec {
         })
     }
 
+    /// A spec that knows no template: what a gateway validates `extra_paths` with before it
+    /// has a spec.
+    pub fn empty() -> Spec {
+        Spec {
+            tree: Tree::default(),
+            template_count: 0,
+            base_paths: Vec::new(),
+            extra_exact: Vec::new(),
+            extra_prefixes: Vec::new(),
+        }
+    }
+
     /// Adds paths served outside the spec (the `extra_paths` setting): an entry is an exact
     /// path, or a prefix when it ends in `/`. Entries are literal (no templates), absolute,
     /// without query; they are percent-decoded and their slashes merged, like requests.
@@ -232,7 +244,7 @@ impl Spec {
     /// Checks one request. `method` as sent (`b"GET"`); `path` normalized by the caller
     /// (percent-decoded, dot segments resolved, slashes merged, no query). A path that does
     /// not start with `/` (`*`, absolute form) is unknown.
-    pub fn check(&self, method: &[u8], path: &[u8]) -> ApiMatch<'_> {
+    pub fn check(&self, method: &[u8], path: &[u8]) -> ApiMatch {
         let Some(rest) = route_key(path) else {
             return ApiMatch::Unknown;
         };

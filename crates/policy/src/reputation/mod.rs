@@ -185,24 +185,29 @@ pub enum OffenseKind {
     UpstreamStatus,
     /// Sent a request that could not be parsed.
     Malformed,
+    /// Asked for a path the API's spec does not declare (`[api] unknown`).
+    UnknownRoute,
 }
 
 impl OffenseKind {
     /// Every kind, in a stable order (for metrics).
-    pub const ALL: [OffenseKind; 4] = [
+    pub const ALL: [OffenseKind; 5] = [
         OffenseKind::Probe,
         OffenseKind::RateLimit,
         OffenseKind::UpstreamStatus,
         OffenseKind::Malformed,
+        OffenseKind::UnknownRoute,
     ];
 
-    /// The metric label: `probe`, `rate_limit`, `upstream_status`, `malformed`.
+    /// The metric label: `probe`, `rate_limit`, `upstream_status`, `malformed`,
+    /// `unknown_route`.
     pub fn as_str(self) -> &'static str {
         match self {
             OffenseKind::Probe => "probe",
             OffenseKind::RateLimit => "rate_limit",
             OffenseKind::UpstreamStatus => "upstream_status",
             OffenseKind::Malformed => "malformed",
+            OffenseKind::UnknownRoute => "unknown_route",
         }
     }
 
@@ -222,6 +227,8 @@ pub struct OffenseWeights {
     pub upstream_status: u32,
     /// Weight of a malformed request (default 1).
     pub malformed: u32,
+    /// Weight of a request outside the API's spec (default 1, as an upstream 404 has).
+    pub unknown_route: u32,
 }
 
 impl Default for OffenseWeights {
@@ -231,6 +238,7 @@ impl Default for OffenseWeights {
             rate_limit: 1,
             upstream_status: 1,
             malformed: 1,
+            unknown_route: 1,
         }
     }
 }
@@ -243,6 +251,7 @@ impl OffenseWeights {
             OffenseKind::RateLimit => self.rate_limit,
             OffenseKind::UpstreamStatus => self.upstream_status,
             OffenseKind::Malformed => self.malformed,
+            OffenseKind::UnknownRoute => self.unknown_route,
         }
     }
 }
@@ -667,9 +676,9 @@ impl Nets {
 /// Counters behind [`Stats`].
 #[derive(Debug, Default)]
 struct Counters {
-    offenses: [AtomicU64; 4],
+    offenses: [AtomicU64; OffenseKind::ALL.len()],
     /// Indexed by [`OffenseKind::index`]; the last slot is `manual`.
-    bans: [AtomicU64; 5],
+    bans: [AtomicU64; OffenseKind::ALL.len() + 1],
     evictions: AtomicU64,
     offenders_untracked: AtomicU64,
     bans_refused: AtomicU64,
@@ -678,7 +687,7 @@ struct Counters {
 }
 
 /// Slot of manual bans in [`Counters::bans`].
-const MANUAL_SLOT: usize = 4;
+const MANUAL_SLOT: usize = OffenseKind::ALL.len();
 
 /// The reputation table: offenders, bans, escalation. `Send + Sync`; all methods take `&self`.
 #[derive(Debug)]

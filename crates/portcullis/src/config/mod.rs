@@ -81,6 +81,8 @@ pub struct Settings {
     pub zones: Vec<ZoneConfig>,
     /// Probe blocklist; `None` when `[probes]` is absent.
     pub probes: Option<ProbesSettings>,
+    /// The API's own routes (its OpenAPI spec); `None` when `[api]` is absent.
+    pub api: Option<ApiSettings>,
     /// Reputation and bans; `None` when `[reputation]` is absent.
     pub reputation: Option<ReputationConfig>,
     /// Concurrency caps.
@@ -206,6 +208,44 @@ pub struct ProbesSettings {
     pub matcher: Arc<ProbeMatcher>,
     /// What a hit gets.
     pub action: Refusal,
+}
+
+/// `[api]`: the positive model of the API behind the gateway.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Where the spec comes from.
+    pub source: ApiSource,
+    /// What a request outside the spec gets.
+    pub unknown: UnknownRoute,
+    /// Paths served outside the spec (`/docs`); a trailing `/` makes a prefix.
+    pub extra_paths: Vec<String>,
+    /// How long fetching `openapi_url` may take.
+    pub fetch_timeout: Duration,
+}
+
+/// Where `[api]` reads the spec.
+#[derive(Debug, Clone)]
+pub enum ApiSource {
+    /// `openapi`: a file, compiled during validation (an invalid spec is a config error).
+    File {
+        /// The resolved path.
+        path: PathBuf,
+        /// The compiled spec, `extra_paths` included.
+        spec: Arc<portcullis_policy::api::Spec>,
+    },
+    /// `openapi_url`: fetched from the upstream when the runtime is built (start, reload).
+    Url(String),
+}
+
+/// `[api] unknown`: what a request whose path the spec does not know gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownRoute {
+    /// Refused with 404 before the upstream, an offense of its own kind.
+    Refuse,
+    /// Forwarded, and counted as an offense.
+    Offense,
+    /// Forwarded, counted in metrics and logged only (a dry run).
+    Log,
 }
 
 /// `[reputation]`.

@@ -22,6 +22,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub rate_limit: BTreeMap<String, RawZone>,
     pub probes: Option<RawProbes>,
+    pub api: Option<RawApi>,
     pub reputation: Option<RawReputation>,
     #[serde(default)]
     pub inflight: RawInflight,
@@ -158,6 +159,17 @@ pub struct RawProbes {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub openapi: Option<String>,
+    pub openapi_url: Option<String>,
+    pub unknown: Option<String>,
+    #[serde(default)]
+    pub extra_paths: Vec<String>,
+    pub fetch_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawReputation {
     pub maxretry: Option<i64>,
     pub findtime: Option<String>,
@@ -182,6 +194,7 @@ pub struct RawWeights {
     pub rate_limit: Option<i64>,
     pub status: Option<i64>,
     pub malformed: Option<i64>,
+    pub unknown_route: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

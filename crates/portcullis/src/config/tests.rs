@@ -272,3 +272,65 @@ fn reuseport_is_off_unless_turned_on() {
     assert_eq!(err[0].key, "server.reuseport");
     assert_eq!(err[0].line, Some(3));
 }
+
+/// The `[api]` keys of the next design sketch (binding), with `openapi` pointing at a spec
+/// the test provides.
+#[test]
+fn the_api_section_of_the_next_sketch_is_accepted() {
+    let sketch = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/design/config-sketch-next.toml");
+    let text = std::fs::read_to_string(&sketch)
+        .unwrap_or_else(|e| panic!("{} must exist beside the repo: {e}", sketch.display()));
+    let doc: toml_edit::DocumentMut = text.parse().unwrap();
+    let api = doc["api"].as_table().expect("an [api] table").to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = r#"{"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+        "paths": {"/items/{id}": {"get": {}}, "/health": {"get": {}}}}"#;
+    std::fs::write(dir.path().join("openapi.json"), spec).unwrap();
+    let s = Settings::parse(&format!("{MINIMAL}\n[api]\n{api}"), dir.path())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let api = s.api.expect("[api] settings");
+    assert_eq!(api.unknown, UnknownRoute::Refuse);
+    assert_eq!(api.extra_paths, ["/docs", "/redoc"]);
+    match api.source {
+        ApiSource::File { spec, .. } => assert_eq!(spec.template_count(), 2),
+        ApiSource::Url(url) => panic!("a file, not {url}"),
+    }
+}
+
+#[test]
+fn api_errors_name_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.json"), "{\"openapi\": \"3.0.0\"}").unwrap();
+    let text = format!(
+        "{MINIMAL}\n[api]\nopenapi = \"bad.json\"\nunknown = \"ignore\"\nextra_paths = [\"docs\"]\n"
+    );
+    let errors = Settings::parse(&text, dir.path()).unwrap_err();
+    let find = |key: &str| {
+        errors
+            .iter()
+            .find(|e| e.key == key)
+            .unwrap_or_else(|| panic!("no error for {key}: {errors:?}"))
+    };
+    assert_eq!(find("api.openapi").line, Some(13));
+    assert!(find("api.openapi").message.contains("paths"), "{errors:?}");
+    assert_eq!(find("api.unknown").line, Some(14));
+    assert_eq!(find("api.extra_paths").line, Some(15));
+    let missing = parse(&format!("{MINIMAL}\n[api]\nopenapi = \"none.json\"\n")).unwrap_err();
+    assert!(missing[0].message.contains("cannot read"), "{missing:?}");
+    let both = parse(&format!(
+        "{MINIMAL}\n[api]\nopenapi = \"a.json\"\nopenapi_url = \"http://127.0.0.1:1/o\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(both[0].key, "api.openapi_url");
+    let https = parse(&format!(
+        "{MINIMAL}\n[api]\nopenapi_url = \"https://x/o\"\n"
+    ))
+    .unwrap_err();
+    assert!(https[0].message.contains("http://"), "{https:?}");
+    let url = parse(&format!(
+        "{MINIMAL}\n[api]\nopenapi_url = \"http://127.0.0.1:8000/openapi.json\"\nunknown = \"log\"\n"
+    ))
+    .unwrap();
+    assert_eq!(url.api.map(|a| a.unknown), Some(UnknownRoute::Log));
+}

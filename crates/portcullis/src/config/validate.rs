@@ -490,6 +490,7 @@ pub(super) fn validate(
     }
 
     let probes = raw.probes.as_ref().map(|p| probes(&mut c, p));
+    let api = raw.api.as_ref().map(|a| api(&mut c, a, &resolve_path));
     let reputation = raw
         .reputation
         .as_ref()
@@ -569,6 +570,7 @@ pub(super) fn validate(
         routes,
         zones,
         probes,
+        api,
         reputation,
         inflight,
         access_log,
@@ -643,6 +645,84 @@ fn refusal(c: &mut Check, key: &str, value: Option<&str>, default: Refusal) -> R
                 default
             }
         },
+    }
+}
+
+/// `[api]`. A spec file is read and compiled here, so a bad one is a configuration error (and
+/// a reload keeps the old one); a URL is fetched when the runtime is built (`crate::api`).
+fn api(c: &mut Check, a: &RawApi, resolve_path: &dyn Fn(&str) -> PathBuf) -> ApiSettings {
+    use portcullis_policy::api::Spec;
+    let unknown = match a.unknown.as_deref() {
+        None | Some("refuse") => UnknownRoute::Refuse,
+        Some("offense") => UnknownRoute::Offense,
+        Some("log") => UnknownRoute::Log,
+        Some(other) => {
+            c.err(
+                "api.unknown",
+                format!("{other:?} is not an action: use \"refuse\", \"offense\" or \"log\""),
+            );
+            UnknownRoute::Refuse
+        }
+    };
+    // extra_paths are checked once here, whatever the source.
+    if let Err(e) = Spec::empty().with_extra_paths(&a.extra_paths) {
+        c.err("api.extra_paths", e.to_string());
+    }
+    let fetch_timeout = c.duration(
+        "api.fetch_timeout",
+        a.fetch_timeout.as_deref(),
+        Duration::from_secs(5),
+    );
+    let source = match (&a.openapi, &a.openapi_url) {
+        (Some(_), Some(_)) => {
+            c.err(
+                "api.openapi_url",
+                "set either openapi (a file) or openapi_url, not both",
+            );
+            None
+        }
+        (None, None) => {
+            c.err(
+                "api",
+                "say where the spec is: openapi = \"FILE\" or openapi_url = \"http://...\"",
+            );
+            None
+        }
+        (Some(file), None) => {
+            let path = resolve_path(file);
+            let spec = std::fs::read(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|bytes| {
+                    Spec::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+                })
+                .and_then(|spec| {
+                    spec.with_extra_paths(&a.extra_paths)
+                        .map_err(|e| e.to_string())
+                });
+            match spec {
+                Ok(spec) => Some(ApiSource::File {
+                    path,
+                    spec: Arc::new(spec),
+                }),
+                Err(e) => {
+                    c.err("api.openapi", e);
+                    None
+                }
+            }
+        }
+        (None, Some(url)) => match crate::api::parse_url(url) {
+            Ok(_) => Some(ApiSource::Url(url.clone())),
+            Err(e) => {
+                c.err("api.openapi_url", e);
+                None
+            }
+        },
+    };
+    ApiSettings {
+        source: source.unwrap_or(ApiSource::Url(String::new())),
+        unknown,
+        extra_paths: a.extra_paths.clone(),
+        fetch_timeout,
     }
 }
 
@@ -822,6 +902,7 @@ fn reputation(c: &mut Check, r: &RawReputation, ipv6_prefix: u8) -> ReputationCo
         rate_limit: weight(c, "rate_limit", w.rate_limit, dw.rate_limit),
         upstream_status: weight(c, "status", w.status, dw.upstream_status),
         malformed: weight(c, "malformed", w.malformed, dw.malformed),
+        unknown_route: weight(c, "unknown_route", w.unknown_route, dw.unknown_route),
     };
     ReputationConfig {
         engine,

@@ -335,8 +335,14 @@ impl Conn {
                 close,
             } => {
                 let body = crate::filters::refusal_body(status);
-                self.answer(stream, status, body, retry_after, keep_alive && !close)
+                let field = retry_after.map(response::Field::RetryAfter);
+                self.answer(stream, status, body, field, keep_alive && !close)
                     .await
+            }
+            Answer::NotAllowed { allow } => {
+                let body = crate::filters::refusal_body(405);
+                let field = Some(response::Field::Allow(allow));
+                self.answer(stream, 405, body, field, keep_alive).await
             }
             Answer::Drop => {
                 ctx.drop_connection = true;
@@ -355,11 +361,11 @@ impl Conn {
         stream: &mut Stream,
         status: u16,
         body: &str,
-        retry_after: Option<u64>,
+        field: Option<response::Field>,
         keep_alive: bool,
     ) -> Served {
         self.out.clear();
-        response::own(status, body, retry_after, keep_alive, &mut self.out);
+        response::own(status, body, field, keep_alive, &mut self.out);
         let written = write(stream, &self.out).await;
         Served {
             status,

@@ -126,6 +126,7 @@ impl<'r, 'b> Simple<'r, 'b> {
             peer,
             client: rt.client_ip.address(peer, values),
             host: self.host.and_then(|h| std::str::from_utf8(h).ok()),
+            method: self.method,
             path: self.target.split('?').next().unwrap_or(self.target),
             raw_path: self.target.as_bytes(),
             user_agent: self.user_agent,

@@ -210,9 +210,18 @@ fn push_status(out: &mut Vec<u8>, status: u16) {
     ]);
 }
 
+/// The one header field a response the gateway makes itself may carry besides the fixed ones.
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    /// `Retry-After`, seconds (rate and concurrency limits).
+    RetryAfter(u64),
+    /// `Allow` (a 405 from the API's spec).
+    Allow(&'static str),
+}
+
 /// Writes a short plain-text response the gateway makes itself (a refusal, a 502) into `out`,
 /// with the fields `Gateway::refuse` writes on the `HttpProxy` path.
-pub fn own(status: u16, body: &str, retry_after: Option<u64>, keep_alive: bool, out: &mut Vec<u8>) {
+pub fn own(status: u16, body: &str, field: Option<Field>, keep_alive: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_status(out, status);
     out.push(b' ');
@@ -226,10 +235,18 @@ pub fn own(status: u16, body: &str, retry_after: Option<u64>, keep_alive: bool, 
     );
     push_number(out, body.len() as u64);
     out.extend_from_slice(b"\r\n");
-    if let Some(secs) = retry_after {
-        out.extend_from_slice(b"retry-after: ");
-        push_number(out, secs);
-        out.extend_from_slice(b"\r\n");
+    match field {
+        Some(Field::RetryAfter(secs)) => {
+            out.extend_from_slice(b"retry-after: ");
+            push_number(out, secs);
+            out.extend_from_slice(b"\r\n");
+        }
+        Some(Field::Allow(methods)) => {
+            out.extend_from_slice(b"allow: ");
+            out.extend_from_slice(methods.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        None => {}
     }
     end_header(out, keep_alive);
     out.extend_from_slice(body.as_bytes());
@@ -439,7 +456,13 @@ mod tests {
     #[test]
     fn own_answers_carry_what_the_proxy_path_writes() {
         let mut out = Vec::new();
-        own(429, "429 Too Many Requests\n", Some(3), false, &mut out);
+        own(
+            429,
+            "429 Too Many Requests\n",
+            Some(Field::RetryAfter(3)),
+            false,
+            &mut out,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
