@@ -371,3 +371,84 @@ async fn the_admin_api_refuses_web_pages_and_bans_of_everyone() {
     ]);
     assert!(ok && out.contains("203.0.113.0/24"), "{out}{err}");
 }
+
+/// Finding 6: upstream responses whose framing is ambiguous or malformed. Each is sent by a
+/// scripted upstream after the bytes `SMUGGLED` would make a second response of; the client
+/// must get a 502, or a response cut short (its connection closed), or one framed one way only,
+/// and never the smuggled response.
+#[tokio::test]
+async fn malformed_response_framing_is_refused_or_reframed_never_relayed() {
+    let smuggled = "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nSMUGGLED";
+    let cases: Vec<(&str, String)> = vec![
+        ("te-and-cl", format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n{smuggled}")),
+        ("cl-and-te", format!("HTTP/1.1 200 OK\r\ncontent-length: 41\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n{smuggled}")),
+        ("cl-plus", format!("HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello{smuggled}")),
+        ("cl-list", format!("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello{smuggled}")),
+        ("bare-lf-chunk", format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n{smuggled}")),
+        ("long-extension", format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(100_000))),
+        ("long-trailers", format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n{}\r\n", "x-t: 1\r\n".repeat(15_000))),
+    ];
+    let answers: Arc<Vec<(String, String)>> = Arc::new(
+        cases
+            .iter()
+            .map(|(path, answer)| (format!("/{path}"), answer.clone()))
+            .collect(),
+    );
+    let addr = listen(move |mut stream| {
+        let answers = answers.clone();
+        async move {
+            while let Some((head, _)) = read_head(&mut stream).await {
+                let text = String::from_utf8_lossy(&head).to_string();
+                let path = text.split(' ').nth(1).unwrap_or("").to_string();
+                let answer = answers.iter().find(|(p, _)| *p == path).map_or(
+                    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_string(),
+                    |(_, a)| a.clone(),
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let gw = gateway_to(addr).start().await;
+    for (path, _) in &cases {
+        let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        let request =
+            format!("GET /{path} HTTP/1.1\r\nhost: a\r\n\r\nGET /ok HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut all)).await;
+        let text = String::from_utf8_lossy(&all).to_string();
+        assert!(!text.contains("SMUGGLED"), "{path}: {text}");
+        let first = text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let both = first.contains("content-length") && first.contains("transfer-encoding");
+        assert!(!both, "{path}: both framings relayed: {text}");
+        if first.starts_with("http/1.1 200") {
+            // Relayed whole or cut short; whatever follows it is the answer to /ok or nothing.
+            assert!(
+                !first.contains("content-length: +5") && !first.contains("5, 5"),
+                "{path}: {first}"
+            );
+        } else {
+            assert!(
+                first.is_empty() || first.starts_with("http/1.1 502"),
+                "{path}: {text}"
+            );
+        }
+        // The next client on a fresh connection gets its own answer.
+        let mut next = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        next.write_all(b"GET /ok HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_response(&mut next, false).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("\n\nok\n"),
+            "after {path}: {answer}"
+        );
+    }
+}

@@ -493,6 +493,24 @@ impl ProxyHttp for Gateway {
         for name in crate::fast::HOP_BY_HOP_RESPONSE {
             upstream_response.remove_header(name);
         }
+        // Pingora relays `Content-Length: 5, 5` or `+5` as it came; a client may read either
+        // framing from it. Refused (502), as nginx and the fast path refuse it.
+        let lengths = upstream_response
+            .headers
+            .get_all(http::header::CONTENT_LENGTH);
+        let mut lengths = lengths.iter();
+        let valid = match (lengths.next(), lengths.next()) {
+            (None, _) => true,
+            (Some(one), None) => crate::fast::content_length(one.as_bytes()).is_some(),
+            (Some(_), Some(_)) => false,
+        };
+        if !valid {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "upstream sent an invalid Content-Length",
+            )
+            .map_err(|e| e.into_up());
+        }
         if let (Some(rt), Some(upstream), Some((_, started))) =
             (ctx.rt.as_ref(), ctx.group(), ctx.upstream)
         {

@@ -37,7 +37,7 @@ use crate::runtime::Runtime;
 use crate::upstream::Upstream;
 use deadline::Deadline;
 use request::{Framing, Simple, MAX_HEADERS};
-pub use response::HOP_BY_HOP_RESPONSE;
+pub use response::{content_length, HOP_BY_HOP_RESPONSE};
 use response::{Body, Parsed};
 
 /// Pingora's server application for the proxy listeners: the fast path in front of
@@ -490,7 +490,7 @@ impl Conn {
         let mut skipped = 0;
         loop {
             if self.resp.capacity() - self.resp.len() < 1024 {
-                if self.resp.len() >= 64 * 1024 {
+                if self.resp.len() >= response::MAX_HEADER_BYTES {
                     return Err(Failure::Invalid);
                 }
                 self.resp.reserve(16 * 1024);
@@ -571,6 +571,13 @@ impl Conn {
                 Body::Chunked => match chunks.feed(&self.resp) {
                     Ok(Some(end)) => (end, true),
                     Ok(None) => (n, false),
+                    // Nothing written yet (the header waits in `self.out` with the first
+                    // bytes): the client gets a 502, as for an invalid header.
+                    Err(_) if !self.out.is_empty() => {
+                        return self
+                            .upstream_failed(stream, ctx, group, 502, "invalid chunked body")
+                            .await
+                    }
                     Err(_) => {
                         return self
                             .broken_body(stream, group, ctx, head.status, body_bytes)

@@ -6,8 +6,19 @@
 /// chunked body passes through with its trailers.
 pub const HOP_BY_HOP_RESPONSE: [&str; 3] = ["keep-alive", "proxy-connection", "te"];
 
-/// Most header fields an upstream response may have on the fast path.
-const MAX_HEADERS: usize = 100;
+/// Most header fields an upstream response may have: Pingora's limit (`MAX_HEADERS` of its
+/// HTTP/1 code), so a response is refused or relayed alike on both proxy paths.
+const MAX_HEADERS: usize = 256;
+
+/// Most bytes an upstream response header may take: Pingora's `MAX_HEADER_SIZE`.
+pub const MAX_HEADER_BYTES: usize = 1_048_575;
+
+/// Most bytes of one chunk-size line, extensions included (hyper allows 16 KiB of extensions
+/// per body; no upstream needs more than a few bytes).
+const MAX_CHUNK_LINE: u32 = 4096;
+
+/// Most bytes of a chunked body's trailer section.
+const MAX_TRAILERS: u32 = 16 * 1024;
 
 /// How the body of a response ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +94,7 @@ pub fn parse(buf: &[u8], head_request: bool, keep_alive: bool, out: &mut Vec<u8>
     let mut reusable = resp.version == Some(1);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            else {
+            let Some(n) = content_length(h.value) else {
                 return Parsed::Invalid;
             };
             if length.is_some_and(|l| l != n) {
@@ -104,6 +112,11 @@ pub fn parse(buf: &[u8], head_request: bool, keep_alive: bool, out: &mut Vec<u8>
         {
             reusable = false;
         }
+    }
+    // Both framings at once is how responses are smuggled past a proxy: refused (502), as
+    // nginx refuses it, rather than relayed with both for the client to choose from.
+    if chunked.is_some() && length.is_some() {
+        return Parsed::Invalid;
     }
     let body = if head_request || status == 204 || status == 304 {
         Body::Empty
@@ -267,7 +280,20 @@ fn push_number(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// Finds the end of a chunked body passed through unchanged, fed as it arrives.
+/// A `Content-Length` value: ASCII digits only (RFC 9110 `1*DIGIT`), optional whitespace
+/// around. `+5`, `5, 5`, `0x5` and an empty value are not lengths.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Finds the end of a chunked body passed through unchanged, fed as it arrives. The grammar is
+/// RFC 9112's, strictly: every line ends in CRLF (a bare LF is how one request or response is
+/// read as two by different parsers), extensions hold visible characters only, a size line is
+/// at most `MAX_CHUNK_LINE` bytes and the trailers at most `MAX_TRAILERS`.
 #[derive(Debug, Default)]
 pub struct Chunked {
     state: ChunkState,
@@ -275,6 +301,8 @@ pub struct Chunked {
     size: u64,
     /// Hex digits read of the current size.
     digits: u8,
+    /// Bytes of the current size line, or of the trailer section.
+    line: u32,
     /// Content bytes seen so far (chunk data, without the framing).
     content: u64,
 }
@@ -290,6 +318,7 @@ enum ChunkState {
     DataLf,
     TrailerStart,
     Trailer,
+    TrailerLf,
     EndLf,
     Done,
 }
@@ -316,6 +345,18 @@ impl Chunked {
             }
             let b = bytes[i];
             i += 1;
+            if matches!(self.state, Size | Extension | SizeLf) {
+                self.line += 1;
+                if self.line > MAX_CHUNK_LINE {
+                    return Err(BadChunk);
+                }
+            }
+            if matches!(self.state, TrailerStart | Trailer | TrailerLf | EndLf) {
+                self.line += 1;
+                if self.line > MAX_TRAILERS {
+                    return Err(BadChunk);
+                }
+            }
             self.state = match (self.state, b) {
                 (Size, b) if b.is_ascii_hexdigit() => {
                     self.digits += 1;
@@ -327,17 +368,16 @@ impl Chunked {
                 }
                 (Size, b';' | b' ' | b'\t') if self.digits > 0 => Extension,
                 (Size, b'\r') if self.digits > 0 => SizeLf,
-                (Size, b'\n') if self.digits > 0 => self.after_size(),
                 (Extension, b'\r') => SizeLf,
-                (Extension, b'\n') => self.after_size(),
-                (Extension, _) => Extension,
+                (Extension, b'\t' | b' '..=b'~' | 0x80..=0xff) => Extension,
                 (SizeLf, b'\n') => self.after_size(),
                 (DataCr, b'\r') => DataLf,
-                (DataCr | DataLf, b'\n') => Size,
+                (DataLf, b'\n') => Size,
                 (TrailerStart, b'\r') => EndLf,
-                (TrailerStart, b'\n') | (EndLf, b'\n') => Done,
-                (Trailer, b'\n') => TrailerStart,
-                (TrailerStart | Trailer, _) => Trailer,
+                (EndLf, b'\n') => Done,
+                (Trailer, b'\r') => TrailerLf,
+                (TrailerStart | Trailer, b'\t' | b' '..=b'~' | 0x80..=0xff) => Trailer,
+                (TrailerLf, b'\n') => TrailerStart,
                 _ => return Err(BadChunk),
             };
             if self.state == Done {
@@ -354,6 +394,7 @@ impl Chunked {
 
     fn after_size(&mut self) -> ChunkState {
         self.digits = 0;
+        self.line = 0;
         if self.size == 0 {
             ChunkState::TrailerStart
         } else {
@@ -378,7 +419,7 @@ mod tests {
         let fixed = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false);
         assert_eq!((fixed.body, fixed.reusable), (Body::Length(5), true));
         let chunked = head(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             false,
         );
         assert_eq!((chunked.body, chunked.reusable), (Body::Chunked, true));
@@ -416,6 +457,12 @@ mod tests {
         for invalid in [
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: gzip\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "SSH-2.0-OpenSSH\r\n\r\n",
         ] {
@@ -448,9 +495,36 @@ mod tests {
             b"\r\n",
             b"5\r\nhelloX",
             b"fffffffffffffffff\r\n",
+            // Bare LF anywhere: after the size, the data, the extension, the trailers.
+            b"5\nhello\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5;a\nhello\r\n",
+            b"0\r\nX: 1\n\r\n",
+            b"0\r\n\n",
+            // A control byte in an extension or a trailer; a CR alone.
+            b"5;a\x00b\r\n",
+            b"0\r\nX: \x01\r\n\r\n",
+            b"5\rhello",
         ] {
             assert_eq!(Chunked::default().feed(bad), Err(BadChunk), "{bad:?}");
         }
+        // A 100 KB chunk extension and 100 KB of trailers are cut at their limits.
+        let mut long = b"5;".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 100_000));
+        assert_eq!(Chunked::default().feed(&long), Err(BadChunk));
+        let mut trailers = b"0\r\n".to_vec();
+        for i in 0..10_000 {
+            trailers.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        assert_eq!(Chunked::default().feed(&trailers), Err(BadChunk));
+        // Within the limits, fed a byte at a time.
+        let mut fine = b"5;".to_vec();
+        fine.extend(std::iter::repeat_n(b'e', 4000));
+        fine.extend_from_slice(b"\r\nhello\r\n0\r\nx: 1\r\n\r\n");
+        let mut chunks = Chunked::default();
+        let ends: Vec<_> = fine.iter().map(|b| chunks.feed(&[*b])).collect();
+        assert_eq!(ends.last(), Some(&Ok(Some(1))));
+        assert!(ends[..ends.len() - 1].iter().all(|e| *e == Ok(None)));
     }
 
     #[test]
