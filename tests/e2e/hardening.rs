@@ -452,3 +452,81 @@ async fn malformed_response_framing_is_refused_or_reframed_never_relayed() {
         );
     }
 }
+
+/// Finding 3: a client that never reads its response is cut after `send_timeout` (nginx's,
+/// between two writes), and its upstream connection is released; a request body trickled
+/// slower than `client_body_timeout` is answered 408 and released too.
+#[tokio::test]
+async fn clients_that_stop_reading_or_sending_are_cut_at_their_time_bounds() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let released = Arc::new(AtomicUsize::new(0));
+    let count = released.clone();
+    let addr = listen(move |mut stream| {
+        let count = count.clone();
+        async move {
+            let Some((head, mut body)) = read_head(&mut stream).await else {
+                return;
+            };
+            if head.starts_with(b"GET /huge") {
+                // Writes until the gateway closes the connection.
+                let block = vec![b'x'; 64 * 1024];
+                let header = "HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n";
+                let _ = stream.write_all(header.as_bytes()).await;
+                while stream.write_all(&block).await.is_ok() {}
+            } else {
+                // Reads the body until the gateway closes the connection.
+                let mut chunk = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&chunk[..n]);
+                }
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .await;
+    let gw = gateway_to(addr)
+        .server("send_timeout = \"1s\"\nclient_body_timeout = \"1s\"")
+        .start()
+        .await;
+    let mut reader = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    reader
+        .write_all(b"GET /huge HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: the gateway's writes stall once the socket buffers are full.
+    let cut = eventually(Duration::from_secs(15), || async {
+        released.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(cut, "the upstream connection is still held");
+    let send = [("kind", "send")];
+    assert_eq!(
+        gw.metric("portcullis_client_timeouts_total", &send).await,
+        1.0
+    );
+
+    let mut trickle = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    trickle
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nonly ten b")
+        .await
+        .unwrap();
+    let answer = read_response(&mut trickle, false).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let cut = eventually(Duration::from_secs(10), || async {
+        released.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(
+        cut,
+        "the upstream connection of the slow body is still held"
+    );
+    let body = [("kind", "client_body")];
+    assert_eq!(
+        gw.metric("portcullis_client_timeouts_total", &body).await,
+        1.0
+    );
+    drop(reader);
+}

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub fast_path_requests: IntCounter,
     /// `portcullis_fast_path_handoffs_total`: connections it handed to Pingora's `HttpProxy`.
     pub fast_path_handoffs: IntCounter,
+    /// `portcullis_client_timeouts_total{kind}`: client connections cut because a time bound
+    /// passed: `send` (send_timeout), `client_body` (client_body_timeout).
+    pub client_timeouts: IntCounterVec,
     /// `portcullis_responses_total{class}`, resolved per class once, in [`CLASSES`] order, so the request path does
     /// not hash labels.
     response_classes: Vec<IntCounter>,
@@ -98,6 +101,12 @@ impl Metrics {
                  the first request the fast path does not serve (a body, an upgrade, HTTP/1.0)."
             )
             .expect("register portcullis_fast_path_handoffs_total"),
+            client_timeouts: register_int_counter_vec!(
+                "portcullis_client_timeouts_total",
+                "Client connections cut at a time bound, by kind (send, client_body).",
+                &["kind"]
+            )
+            .expect("register portcullis_client_timeouts_total"),
             reloads: register_int_counter_vec!(
                 "portcullis_config_reloads_total",
                 "Configuration reloads by result (ok, error).",

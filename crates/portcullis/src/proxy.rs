@@ -345,6 +345,11 @@ impl ProxyHttp for Gateway {
         if session.get_keepalive().is_some() {
             session.set_keepalive(rt.settings.server.keepalive_timeout);
         }
+        // nginx's send_timeout and client_body_timeout: Pingora's per-write and per-read
+        // timeouts have their semantics (between two writes, between two reads). Without them
+        // a client that stops reading, or trickles its body, holds an upstream connection.
+        session.set_write_timeout(Some(rt.settings.server.send_timeout));
+        session.set_read_timeout(Some(rt.settings.server.client_body_timeout));
 
         // 1. Who is asking.
         let peer = session
@@ -557,6 +562,24 @@ impl ProxyHttp for Gateway {
                     ctx.client_gone = true;
                     0
                 }
+                // A client that read nothing for send_timeout: nothing more can be written.
+                ErrorSource::Downstream if *e.etype() == ErrorType::WriteTimedout => {
+                    Metrics::get()
+                        .client_timeouts
+                        .with_label_values(&["send"])
+                        .inc();
+                    ctx.client_gone = true;
+                    0
+                }
+                // A body trickled slower than client_body_timeout: 408 as nginx, and a
+                // malformed offense as the header's slowloris is.
+                ErrorSource::Downstream if *e.etype() == ErrorType::ReadTimedout => {
+                    Metrics::get()
+                        .client_timeouts
+                        .with_label_values(&["client_body"])
+                        .inc();
+                    408
+                }
                 ErrorSource::Downstream => 400,
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
@@ -567,7 +590,7 @@ impl ProxyHttp for Gateway {
             if let (Some(upstream), false) = (ctx.group(), ctx.connect_failed) {
                 upstream.failed(e);
             }
-        } else if code == 400 {
+        } else if code == 400 || code == 408 {
             ctx.decision = Decision::Malformed;
             if let (Some(rt), Some(client)) = (ctx.rt.as_ref(), ctx.client) {
                 crate::filters::offense(rt, client, OffenseKind::Malformed, SystemClock.now_ms());
@@ -650,6 +673,7 @@ pub(crate) fn upstream_error_body(code: u16) -> &'static str {
         502 => "502 Bad Gateway: the upstream is unavailable\n",
         504 => "504 Gateway Timeout: the upstream did not answer in time\n",
         400 => "400 Bad Request\n",
+        408 => "408 Request Timeout\n",
         403 | 404 | 413 | 429 | 503 => crate::filters::refusal_body(code),
         _ => "error\n",
     }

@@ -120,6 +120,12 @@ pub struct ServerSettings {
     /// Most time a request header may take to arrive, all reads together (nginx's
     /// `client_header_timeout`).
     pub client_header_timeout: Duration,
+    /// Most time between two reads of a request body (nginx's `client_body_timeout`): a
+    /// client that stops sending its body is answered 408.
+    pub client_body_timeout: Duration,
+    /// Most time between two writes to a client (nginx's `send_timeout`): a client that stops
+    /// reading is closed, and stops holding its upstream connection.
+    pub send_timeout: Duration,
     /// Serve plain HTTP/1.1 requests without a body on portcullis's own relay instead of
     /// Pingora's `HttpProxy` (see `fast`); everything else goes to `HttpProxy` either way.
     pub fast_path: bool,

@@ -46,6 +46,8 @@ pub struct RawServer {
     pub keepalive_timeout: Option<String>,
     pub keepalive_requests: Option<i64>,
     pub client_header_timeout: Option<String>,
+    pub client_body_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub fast_path: Option<bool>,
     pub reuseport: Option<bool>,
 }

@@ -311,14 +311,30 @@ pub(super) fn validate(
             s.client_header_timeout.as_deref(),
             Duration::from_secs(60),
         ),
+        client_body_timeout: c.duration(
+            "server.client_body_timeout",
+            s.client_body_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        send_timeout: c.duration(
+            "server.send_timeout",
+            s.send_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
         fast_path: s.fast_path.unwrap_or(true),
         reuseport: s.reuseport.unwrap_or(false),
     };
-    if server.client_header_timeout.is_zero() {
-        c.err(
-            "server.client_header_timeout",
-            "must be more than 0: a request header needs some time to arrive",
-        );
+    for (key, value) in [
+        ("client_header_timeout", server.client_header_timeout),
+        ("client_body_timeout", server.client_body_timeout),
+        ("send_timeout", server.send_timeout),
+    ] {
+        if value.is_zero() {
+            c.err(
+                format!("server.{key}"),
+                "must be more than 0: every connection state needs a time bound",
+            );
+        }
     }
 
     // [metrics], [admin]

@@ -76,6 +76,7 @@ impl ServerApp for Edge {
             shutdown: shutdown.clone(),
             client_deadline: Deadline::default(),
             upstream_deadline: Deadline::default(),
+            send_timeout: self.runtime.load().settings.server.send_timeout,
         };
         let mut stream = stream;
         if let Some(read) = conn.serve(&mut stream, &self.runtime, accepted).await {
@@ -135,6 +136,8 @@ struct Conn {
     client_deadline: Deadline,
     /// Times the upstream's reads.
     upstream_deadline: Deadline,
+    /// `[server] send_timeout` of the request being served.
+    send_timeout: Duration,
 }
 
 /// What waiting for a request header ended with.
@@ -280,6 +283,7 @@ impl Conn {
             return Next::HandOff;
         };
         self.served += 1;
+        self.send_timeout = rt.settings.server.send_timeout;
         Metrics::get().fast_path_requests.inc();
         let mut ctx = RequestCtx {
             rt: Some(rt.clone()),
@@ -366,7 +370,7 @@ impl Conn {
     ) -> Served {
         self.out.clear();
         response::own(status, body, field, keep_alive, &mut self.out);
-        let written = write(stream, &self.out).await;
+        let written = write(stream, &self.out, self.send_timeout).await;
         Served {
             status,
             body_bytes: body.len(),
@@ -508,7 +512,7 @@ impl Conn {
                 match response::parse(&self.resp, head_request, keep_alive, &mut self.out) {
                     Parsed::Head(head) => return Ok(head),
                     Parsed::Informational { len, forward } => {
-                        if forward && !write(stream, &self.resp[..len]).await {
+                        if forward && !write(stream, &self.resp[..len], self.send_timeout).await {
                             return Err(Failure::ClientGone);
                         }
                         self.resp.drain(..len);
@@ -594,7 +598,7 @@ impl Conn {
                 true => response::push_chunk(&mut self.out, &self.resp[..take]),
                 false => self.out.extend_from_slice(&self.resp[..take]),
             }
-            let written = self.out.is_empty() || write(stream, &self.out).await;
+            let written = self.out.is_empty() || write(stream, &self.out, self.send_timeout).await;
             if end {
                 // Bytes past the end of the body: the upstream is out of step; not reused.
                 if head.reusable && take == n {
@@ -618,7 +622,7 @@ impl Conn {
             self.resp.reserve(16 * 1024);
             match self.read_upstream(&mut up, group).await {
                 Some(Ok(0)) if rechunk => {
-                    let written = write(stream, b"0\r\n\r\n").await;
+                    let written = write(stream, b"0\r\n\r\n", self.send_timeout).await;
                     return Served {
                         status: head.status,
                         body_bytes,
@@ -697,7 +701,19 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStre
     }
 }
 
-/// Writes and flushes `bytes` to the client; false when the client is gone.
-async fn write(stream: &mut Stream, bytes: &[u8]) -> bool {
-    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
+/// Writes and flushes `bytes` to the client within `send_timeout`; false when the client is
+/// gone, or read nothing for that long (nginx's `send_timeout`: a client that stops reading
+/// must not hold its task and upstream connection forever).
+async fn write(stream: &mut Stream, bytes: &[u8], send_timeout: Duration) -> bool {
+    let sent = async { stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok() };
+    match tokio::time::timeout(send_timeout, sent).await {
+        Ok(written) => written,
+        Err(_) => {
+            Metrics::get()
+                .client_timeouts
+                .with_label_values(&["send"])
+                .inc();
+            false
+        }
+    }
 }
