@@ -172,8 +172,10 @@ fn parse(text: &str) -> Result<BuiltinList, String> {
         } else if matches!(rule.kind, RuleKind::Suffix | RuleKind::Contains) {
             // Built-in rules are anchored where scanners aim; unanchored words cost precision.
             Some("is suffix or contains: built-in rules must be anchored")
-        } else if matches!(rule.kind, RuleKind::Exact | RuleKind::Prefix | RuleKind::Regex)
-            && !rule.pattern.starts_with('/')
+        } else if matches!(
+            rule.kind,
+            RuleKind::Exact | RuleKind::Prefix | RuleKind::Regex
+        ) && !rule.pattern.starts_with('/')
         {
             Some("is exact, prefix or regex but does not start with '/'")
         } else {
@@ -196,9 +198,14 @@ fn parse(text: &str) -> Result<BuiltinList, String> {
         }
     }
     for (index, signature) in list.signatures.iter().enumerate() {
-        if [&signature.pattern, &signature.reason, &signature.sample, &signature.source]
-            .iter()
-            .any(|field| field.trim().is_empty())
+        if [
+            &signature.pattern,
+            &signature.reason,
+            &signature.sample,
+            &signature.source,
+        ]
+        .iter()
+        .any(|field| field.trim().is_empty())
         {
             return Err(format!(
                 "signature[{index}] {:?} needs a pattern, a reason, a sample and a source",
@@ -233,7 +240,10 @@ mod tests {
         for category in Category::ALL {
             if matches!(
                 category,
-                Category::ScannerAgent | Category::Custom | Category::Signature | Category::Extension
+                Category::ScannerAgent
+                    | Category::Custom
+                    | Category::Signature
+                    | Category::Extension
             ) {
                 continue;
             }

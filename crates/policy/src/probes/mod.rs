@@ -35,8 +35,27 @@ use canonical::{canonicalize_into, decode_query_into, Flags, Scratch};
 /// every entry lets probe words one level deeper, and none may be a place where APIs put
 /// user-chosen names (`/v2/{name}/...` of a container registry is why `v1`/`v2` are absent).
 pub const MOUNT_PREFIXES: [&str; 21] = [
-    "admin", "api", "app", "backend", "backup", "blog", "cms", "demo", "dev", "laravel", "new",
-    "old", "public", "site", "static", "test", "uploads", "web", "wordpress", "wp", "www",
+    "admin",
+    "api",
+    "app",
+    "backend",
+    "backup",
+    "blog",
+    "cms",
+    "demo",
+    "dev",
+    "laravel",
+    "new",
+    "old",
+    "public",
+    "site",
+    "static",
+    "test",
+    "uploads",
+    "web",
+    "wordpress",
+    "wp",
+    "www",
 ];
 
 /// Default of `deny_extensions`: server-side script files an API gateway's upstream never
@@ -83,7 +102,10 @@ impl Default for ProbeSettings {
             regex: Vec::new(),
             user_agents: Vec::new(),
             allow: Vec::new(),
-            deny_extensions: DEFAULT_DENY_EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+            deny_extensions: DEFAULT_DENY_EXTENSIONS
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
         }
     }
 }
@@ -617,7 +639,10 @@ impl ProbeMatcher {
         }
         let mut extensions = Vec::with_capacity(settings.deny_extensions.len());
         for (index, entry) in settings.deny_extensions.iter().enumerate() {
-            let ext = entry.strip_prefix('.').unwrap_or(entry).to_ascii_lowercase();
+            let ext = entry
+                .strip_prefix('.')
+                .unwrap_or(entry)
+                .to_ascii_lowercase();
             if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(ProbeError::InvalidEntry {
                     list: "deny_extensions",
@@ -811,11 +836,11 @@ impl ProbeMatcher {
         if self.extensions.is_empty() {
             return None;
         }
-        let segments = path.split(|&b| b == b'/').filter(|s| !s.is_empty());
+        let mut segments = path.split(|&b| b == b'/').filter(|s| !s.is_empty());
         if segments.clone().count() > DENY_EXTENSION_MAX_SEGMENTS {
             return None;
         }
-        let last = segments.last()?;
+        let last = segments.next_back()?;
         let dot = last.iter().rposition(|&b| b == b'.')?;
         let ext = &last[dot + 1..];
         self.extensions
@@ -961,7 +986,9 @@ mod tests {
         assert!(m.check(b"/api/v1/search?q=/etc/passwd", None).is_none());
         assert!(m.check(b"/api/v1/search?q=wp-login.php", None).is_none());
         // ... payloads are not.
-        let hit = m.check(b"/api/v1/files?name=../../etc/passwd", None).unwrap();
+        let hit = m
+            .check(b"/api/v1/files?name=../../etc/passwd", None)
+            .unwrap();
         assert_eq!(hit.category, Category::Signature);
     }
 
@@ -995,7 +1022,10 @@ mod tests {
 
     #[test]
     fn mount_anchors_stop_at_the_first_other_segment() {
-        assert_eq!(mount_anchors(b"/wordpress/blog/wp-login.php"), ([0, 10, 15], 3));
+        assert_eq!(
+            mount_anchors(b"/wordpress/blog/wp-login.php"),
+            ([0, 10, 15], 3)
+        );
         assert_eq!(mount_anchors(b"/api"), ([0, 0, 0], 1));
         assert_eq!(mount_anchors(b"/api/"), ([0, 4, 0], 2));
         assert_eq!(mount_anchors(b"/v1/api/x"), ([0, 0, 0], 1));
@@ -1005,14 +1035,28 @@ mod tests {
     #[test]
     fn deny_extensions_catch_short_script_paths_only() {
         let m = builtin();
-        for raw in ["/x.php", "/lala.PHP", "/uploads/a/b.aspx", "/%78.php", "/x.php;.jpg"] {
-            let hit = m.check(raw.as_bytes(), None).unwrap_or_else(|| panic!("{raw}"));
+        for raw in [
+            "/x.php",
+            "/lala.PHP",
+            "/uploads/a/b.aspx",
+            "/%78.php",
+            "/x.php;.jpg",
+        ] {
+            let hit = m
+                .check(raw.as_bytes(), None)
+                .unwrap_or_else(|| panic!("{raw}"));
             assert!(
-                matches!(hit.category, Category::Extension | Category::PhpAdmin | Category::Secrets),
+                matches!(
+                    hit.category,
+                    Category::Extension | Category::PhpAdmin | Category::Secrets
+                ),
                 "{raw}: {hit:?}"
             );
         }
-        assert_eq!(m.check(b"/x.php", None).unwrap().category, Category::Extension);
+        assert_eq!(
+            m.check(b"/x.php", None).unwrap().category,
+            Category::Extension
+        );
         assert_eq!(&*m.check(b"/x.php", None).unwrap().rule, ".php");
         for raw in [
             "/repos/o/r/contents/wp-config-sample.php",
