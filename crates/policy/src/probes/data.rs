@@ -124,6 +124,8 @@ fn default_agent_kind() -> AgentKind {
 pub struct BuiltinSignature {
     /// A regex matched case-insensitively anywhere in the canonical path + `?` + decoded query.
     pub pattern: String,
+    /// Lower-case literals, one of which every match contains (the cheap prefilter).
+    pub needles: Vec<String>,
     /// One line naming the attack.
     pub reason: String,
     /// A real request target carrying the payload.
@@ -197,7 +199,7 @@ fn parse(text: &str) -> Result<BuiltinList, String> {
             ));
         }
     }
-    for (index, signature) in list.signatures.iter().enumerate() {
+    for (index, signature) in list.signatures.iter_mut().enumerate() {
         if [
             &signature.pattern,
             &signature.reason,
@@ -208,9 +210,12 @@ fn parse(text: &str) -> Result<BuiltinList, String> {
         .any(|field| field.trim().is_empty())
         {
             return Err(format!(
-                "signature[{index}] {:?} needs a pattern, a reason, a sample and a source",
+                "signature[{index}] {:?} needs a pattern, needles (non-empty, no '?'), a reason, a sample and a source",
                 signature.pattern
             ));
+        }
+        for needle in &mut signature.needles {
+            needle.make_ascii_lowercase();
         }
     }
     Ok(list)

@@ -270,6 +270,8 @@ pub struct ProbeMatcher {
     builtin_regex_rules: Vec<(RuleAnchor, RuleInfo)>,
     signatures: Option<RegexSet>,
     signature_rules: Vec<RuleInfo>,
+    /// The signatures' needles: the set only runs when one occurs in the path or query.
+    signature_needles: Option<AhoCorasick>,
     /// `deny_extensions`, lower case without the dot, each with its pre-built hit.
     extensions: Vec<(Vec<u8>, ProbeHit)>,
     agent_literals: Option<AhoCorasick>,
@@ -396,6 +398,7 @@ struct Builder {
     builtin_regex_rules: Vec<(RuleAnchor, RuleInfo)>,
     signatures: Vec<String>,
     signature_rules: Vec<RuleInfo>,
+    signature_needles: Vec<Vec<u8>>,
     agent_literals: Vec<Vec<u8>>,
     agent_literal_rules: Vec<RuleInfo>,
     agent_regexes: Vec<String>,
@@ -476,6 +479,15 @@ impl Builder {
                 ProbeError::Builtin(format!("signature[{index}] {:?}: {e}", signature.pattern))
             })?;
             self.signatures.push(signature.pattern.clone());
+            for needle in &signature.needles {
+                if !self
+                    .signature_needles
+                    .iter()
+                    .any(|n| n == needle.as_bytes())
+                {
+                    self.signature_needles.push(needle.as_bytes().to_vec());
+                }
+            }
             self.signature_rules.push(RuleInfo {
                 category: Category::Signature,
                 reason: signature.reason.as_str(),
@@ -682,6 +694,13 @@ impl ProbeMatcher {
             builtin_regex_rules: builder.builtin_regex_rules,
             signatures: regex_set(&builder.signatures, "builtin")?,
             signature_rules: builder.signature_rules,
+            // The path is lower case already and the query is lower-cased when decoded.
+            signature_needles: automaton(
+                &builder.signature_needles,
+                MatchKind::LeftmostFirst,
+                false,
+                "builtin",
+            )?,
             extensions,
             agent_literals: automaton(
                 &builder.agent_literals,
@@ -733,23 +752,27 @@ impl ProbeMatcher {
         if let Some(hit) = self.structural.as_ref().and_then(|s| s.check(flags)) {
             return Some(hit.clone());
         }
-        if self.signatures.is_some() {
+        if let Some(needles) = &self.signature_needles {
             decode_query_into(target, scratch);
             let Scratch {
                 out, query, target, ..
             } = &mut *scratch;
-            target.clear();
-            target.extend_from_slice(out);
-            if !query.is_empty() {
-                target.push(b'?');
-                target.extend_from_slice(query);
-            }
-            // Payloads are never legitimate, so like the structural checks they come before
-            // the allow list.
-            if let Some(hit) =
-                first_regex_hit(self.signatures.as_ref(), &self.signature_rules, target)
-            {
-                return Some(hit);
+            // No needle holds a '?', so none can span the one joining path and query.
+            let suspicious = needles.is_match(out.as_slice()) || needles.is_match(query.as_slice());
+            if suspicious {
+                target.clear();
+                target.extend_from_slice(out);
+                if !query.is_empty() {
+                    target.push(b'?');
+                    target.extend_from_slice(query);
+                }
+                // Payloads are never legitimate, so like the structural checks they come before
+                // the allow list.
+                if let Some(hit) =
+                    first_regex_hit(self.signatures.as_ref(), &self.signature_rules, target)
+                {
+                    return Some(hit);
+                }
             }
         }
         let Scratch { out, agent, .. } = &mut *scratch;
@@ -1227,5 +1250,27 @@ mod tests {
             .check(b"/", Some(b"sqlmap/1.7#stable (https://sqlmap.org)"))
             .unwrap();
         assert_eq!(hit.category, Category::ScannerAgent);
+    }
+
+    proptest::proptest! {
+        /// The needles are a sound prefilter: whatever the signature set matches holds one.
+        #[test]
+        fn every_signature_match_holds_a_needle(
+            text in "[${}:;|`()./\\\\%#_<?=@\\[\\] +a-z-]{0,40}",
+        ) {
+            let m = builtin_shared();
+            let (Some(set), Some(needles)) = (&m.signatures, &m.signature_needles) else {
+                panic!("built-in signatures exist");
+            };
+            let text = text.to_ascii_lowercase();
+            if set.is_match(text.as_bytes()) {
+                proptest::prop_assert!(needles.is_match(text.as_bytes()), "{}", text);
+            }
+        }
+    }
+
+    fn builtin_shared() -> &'static ProbeMatcher {
+        static MATCHER: std::sync::OnceLock<ProbeMatcher> = std::sync::OnceLock::new();
+        MATCHER.get_or_init(builtin)
     }
 }
