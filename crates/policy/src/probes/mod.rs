@@ -387,6 +387,20 @@ fn automaton(
         })
 }
 
+/// The signatures' prefilter: a few dozen short needles, asked only "any of them?", so a full
+/// DFA (fast, small at this size) with standard semantics that stop at the first match.
+fn needle_automaton(needles: &[Vec<u8>]) -> Result<Option<AhoCorasick>, ProbeError> {
+    if needles.is_empty() {
+        return Ok(None);
+    }
+    AhoCorasick::builder()
+        .match_kind(MatchKind::Standard)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(needles)
+        .map(Some)
+        .map_err(|e| ProbeError::Builtin(e.to_string()))
+}
+
 /// Collects rules while building.
 #[derive(Default)]
 struct Builder {
@@ -695,12 +709,7 @@ impl ProbeMatcher {
             signatures: regex_set(&builder.signatures, "builtin")?,
             signature_rules: builder.signature_rules,
             // The path is lower case already and the query is lower-cased when decoded.
-            signature_needles: automaton(
-                &builder.signature_needles,
-                MatchKind::LeftmostFirst,
-                false,
-                "builtin",
-            )?,
+            signature_needles: needle_automaton(&builder.signature_needles)?,
             extensions,
             agent_literals: automaton(
                 &builder.agent_literals,
