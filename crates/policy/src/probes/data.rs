@@ -17,7 +17,8 @@ pub enum RuleKind {
     Exact,
     /// The start of the path (plain string prefix).
     Prefix,
-    /// One or more whole segments at any depth: `.env` matches `/.env` and `/app/.env/` but not
+    /// One or more whole leading segments at an anchor: `.env` matches `/.env` and `/app/.env/`
+    /// (`app` is a mount prefix) but not
     /// `/.envelope`.
     Segment,
     /// The end of the path.
