@@ -20,6 +20,7 @@ fn settings_with_custom_rules() -> ProbeSettings {
             .collect(),
         user_agents: vec!["badbot".into(), r"evil-crawler/\d".into()],
         allow: vec!["/.well-known/acme-challenge/".into()],
+        ..ProbeSettings::default()
     }
 }
 
@@ -28,7 +29,7 @@ const BROWSER: &[u8] =
 
 fn bench_check(c: &mut Criterion) {
     let matcher = ProbeMatcher::new(&settings_with_custom_rules()).expect("valid settings");
-    let cases: [(&str, &[u8], &[u8]); 5] = [
+    let cases: [(&str, &[u8], &[u8]); 8] = [
         (
             "benign",
             b"/api/v1/users/42/orders?page=2&sort=desc",
@@ -46,6 +47,18 @@ fn bench_check(c: &mut Criterion) {
             b"/api/v1/files/Annual%20Report%202024.pdf",
             BROWSER,
         ),
+        // Worst case for the signatures: a long, encoded query that matches nothing.
+        (
+            "benign_long_query",
+            b"/api/v1/search?q=how%20to%20configure%20a%20reverse%20proxy%20in%20front%20of%20fastapi&filter=lang%3Aen%2Ctype%3Aarticle&sort=-relevance&page=3&per_page=50&fields=id,title,summary,url,author,created_at,updated_at&include=tags%2Cauthor&utm_source=newsletter&utm_medium=email&utm_campaign=2024-05",
+            BROWSER,
+        ),
+        (
+            "signature_in_query",
+            b"/api/v1/search?q=%24%7B%24%7Blower%3Aj%7Dndi%3Aldap%3A%2F%2Fx%2Fa%7D",
+            BROWSER,
+        ),
+        ("probe_after_mounts", b"/api/old/wp-login.php", BROWSER),
     ];
     let mut group = c.benchmark_group("probes_check_builtin_plus_1000");
     for (name, path, agent) in cases {
@@ -58,7 +71,7 @@ fn bench_check(c: &mut Criterion) {
     // The default configuration: built-in list only, no custom regexes.
     let builtin_only = ProbeMatcher::new(&ProbeSettings::default()).expect("built-in list");
     let mut group = c.benchmark_group("probes_check_builtin_only");
-    for (name, path, agent) in [cases[0], cases[2], cases[4]] {
+    for (name, path, agent) in [cases[0], cases[2], cases[4], cases[5], cases[6]] {
         group.bench_function(name, |b| {
             b.iter(|| builtin_only.check(black_box(path), black_box(Some(agent))))
         });

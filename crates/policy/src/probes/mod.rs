@@ -5,7 +5,10 @@
 //! is immutable and `Send + Sync` afterwards. [`ProbeMatcher::check`] canonicalizes the path
 //! (see [`canonicalize`]) and then runs every literal rule in one Aho-Corasick pass and every
 //! regex rule in one `RegexSet`, so the cost barely grows with the number of rules.
-//! Only the path and the `User-Agent` are matched, never the query string.
+//!
+//! Built-in path rules only count where scanners aim: at the start of the path or right after
+//! one or two [`MOUNT_PREFIXES`]. Payload signatures search the canonical path and the decoded
+//! query. The `deny_extensions` rule looks at the last segment of short paths.
 //!
 //! The user documentation, with the full built-in list, is `docs/probes.md`.
 
@@ -20,9 +23,53 @@ use regex::bytes::{RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
 pub use canonical::{canonicalize, Canonical};
-pub use data::{builtin_entries, AgentKind, BuiltinAgent, BuiltinList, BuiltinRule, RuleKind};
+pub use data::{
+    builtin_entries, AgentKind, BuiltinAgent, BuiltinList, BuiltinRule, BuiltinSignature,
+    RuleAnchor, RuleKind,
+};
 
-use canonical::{canonicalize_into, Flags, Scratch};
+use canonical::{canonicalize_into, decode_query_into, Flags, Scratch};
+
+/// Directories scanners put in front of an installation (`/wordpress/wp-login.php`,
+/// `/api/.env`). A built-in rule also matches after one or two of them. Kept short on purpose:
+/// every entry lets probe words one level deeper, and none may be a place where APIs put
+/// user-chosen names (`/v2/{name}/...` of a container registry is why `v1`/`v2` are absent).
+pub const MOUNT_PREFIXES: [&str; 21] = [
+    "admin",
+    "api",
+    "app",
+    "backend",
+    "backup",
+    "blog",
+    "cms",
+    "demo",
+    "dev",
+    "laravel",
+    "new",
+    "old",
+    "public",
+    "site",
+    "static",
+    "test",
+    "uploads",
+    "web",
+    "wordpress",
+    "wp",
+    "www",
+];
+
+/// Default of `deny_extensions`: server-side script files an API gateway's upstream never
+/// serves. Not `pl`, `do`, `py`, `sh` (country-code TLDs that appear in domain-name routes), never
+/// `json`, `yaml`, `xml`, `txt`.
+pub const DEFAULT_DENY_EXTENSIONS: [&str; 14] = [
+    "php", "php3", "php4", "php5", "php7", "phtml", "asp", "aspx", "ashx", "asmx", "jsp", "jspx",
+    "cgi", "cfm",
+];
+
+/// The extension rule only looks at paths of at most this many segments: scanners drop shells
+/// near the root (`/x.php`, `/uploads/x.php`), while APIs that address stored files by name
+/// (`/repos/{o}/{r}/contents/{path}`, WebDAV) put them deeper.
+pub const DENY_EXTENSION_MAX_SEGMENTS: usize = 3;
 
 /// The `[probes]` section of the configuration, minus `action` (which the proxy applies).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +86,10 @@ pub struct ProbeSettings {
     pub user_agents: Vec<String>,
     /// Path prefixes never treated as probes (`allow`), e.g. `/.well-known/acme-challenge/`.
     pub allow: Vec<String>,
+    /// Script-file extensions refused as probes (`deny_extensions`), without the dot, matched
+    /// case-insensitively on the last segment of paths of up to
+    /// [`DENY_EXTENSION_MAX_SEGMENTS`] segments. `[]` turns the rule off.
+    pub deny_extensions: Vec<String>,
 }
 
 impl Default for ProbeSettings {
@@ -51,6 +102,10 @@ impl Default for ProbeSettings {
             regex: Vec::new(),
             user_agents: Vec::new(),
             allow: Vec::new(),
+            deny_extensions: DEFAULT_DENY_EXTENSIONS
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
         }
     }
 }
@@ -77,13 +132,17 @@ pub enum Category {
     Traversal,
     /// A known scanner's `User-Agent`.
     ScannerAgent,
+    /// A payload signature in the path or query (Log4Shell, shell injection, PHP wrappers, ...).
+    Signature,
+    /// A script file extension from `deny_extensions` (`/x.php`).
+    Extension,
     /// A rule from the `paths`, `prefixes`, `regex` or `user_agents` settings.
     Custom,
 }
 
 impl Category {
     /// Every category, in documentation order.
-    pub const ALL: [Category; 10] = [
+    pub const ALL: [Category; 12] = [
         Category::Secrets,
         Category::VersionControl,
         Category::Cms,
@@ -93,6 +152,8 @@ impl Category {
         Category::Backups,
         Category::Traversal,
         Category::ScannerAgent,
+        Category::Signature,
+        Category::Extension,
         Category::Custom,
     ];
 
@@ -108,6 +169,8 @@ impl Category {
             Category::Backups => "backups",
             Category::Traversal => "traversal",
             Category::ScannerAgent => "scanner_agent",
+            Category::Signature => "signature",
+            Category::Extension => "extension",
             Category::Custom => "custom",
         }
     }
@@ -124,6 +187,8 @@ impl Category {
             Category::Backups => "Backups, dumps and editor leftovers",
             Category::Traversal => "Path traversal and encoding tricks",
             Category::ScannerAgent => "Known scanner user agents",
+            Category::Signature => "Payload signatures in the path or query",
+            Category::Extension => "Script file extensions from `deny_extensions`",
             Category::Custom => {
                 "Rules from the `paths`, `prefixes`, `regex`, `user_agents` settings"
             }
@@ -180,10 +245,6 @@ enum Anchor {
     Prefix,
     /// Stored with a leading '/', must end at a '/' or the end of the path.
     Segment,
-    /// The end of the path.
-    Suffix,
-    /// Anywhere.
-    Contains,
     /// An allow-list prefix: exempts the path.
     Allow,
 }
@@ -201,9 +262,18 @@ struct RuleInfo {
 pub struct ProbeMatcher {
     /// Exact, prefix, segment, suffix, contains and allow literals, all in one automaton.
     path_literals: Option<AhoCorasick>,
-    path_literal_rules: Vec<(Anchor, RuleInfo)>,
+    path_literal_rules: Vec<(Anchor, Option<RuleAnchor>, RuleInfo)>,
     path_regexes: Option<RegexSet>,
     path_regex_rules: Vec<RuleInfo>,
+    /// Built-in regexes, each wrapped in `^(?:...)` and run at every anchor of the path.
+    builtin_regexes: Option<RegexSet>,
+    builtin_regex_rules: Vec<(RuleAnchor, RuleInfo)>,
+    signatures: Option<RegexSet>,
+    signature_rules: Vec<RuleInfo>,
+    /// The signatures' needles: the set only runs when one occurs in the path or query.
+    signature_needles: Option<AhoCorasick>,
+    /// `deny_extensions`, lower case without the dot, each with its pre-built hit.
+    extensions: Vec<(Vec<u8>, ProbeHit)>,
     agent_literals: Option<AhoCorasick>,
     agent_literal_rules: Vec<RuleInfo>,
     agent_regexes: Option<RegexSet>,
@@ -317,13 +387,32 @@ fn automaton(
         })
 }
 
+/// The signatures' prefilter: a few dozen short needles, asked only "any of them?", so a full
+/// DFA (fast, small at this size) with standard semantics that stop at the first match.
+fn needle_automaton(needles: &[Vec<u8>]) -> Result<Option<AhoCorasick>, ProbeError> {
+    if needles.is_empty() {
+        return Ok(None);
+    }
+    AhoCorasick::builder()
+        .match_kind(MatchKind::Standard)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(needles)
+        .map(Some)
+        .map_err(|e| ProbeError::Builtin(e.to_string()))
+}
+
 /// Collects rules while building.
 #[derive(Default)]
 struct Builder {
     path_literals: Vec<Vec<u8>>,
-    path_literal_rules: Vec<(Anchor, RuleInfo)>,
+    path_literal_rules: Vec<(Anchor, Option<RuleAnchor>, RuleInfo)>,
     path_regexes: Vec<String>,
     path_regex_rules: Vec<RuleInfo>,
+    builtin_regexes: Vec<String>,
+    builtin_regex_rules: Vec<(RuleAnchor, RuleInfo)>,
+    signatures: Vec<String>,
+    signature_rules: Vec<RuleInfo>,
+    signature_needles: Vec<Vec<u8>>,
     agent_literals: Vec<Vec<u8>>,
     agent_literal_rules: Vec<RuleInfo>,
     agent_regexes: Vec<String>,
@@ -334,6 +423,7 @@ impl Builder {
     fn literal(
         &mut self,
         anchor: Anchor,
+        at: Option<RuleAnchor>,
         bytes: Vec<u8>,
         category: Category,
         reason: &'static str,
@@ -342,6 +432,7 @@ impl Builder {
         self.path_literals.push(bytes);
         self.path_literal_rules.push((
             anchor,
+            at,
             RuleInfo {
                 category,
                 reason,
@@ -354,41 +445,68 @@ impl Builder {
         for (index, rule) in list.rules.iter().enumerate() {
             let reason = rule.reason.as_str();
             let pattern = rule.pattern.as_bytes();
+            let at = Some(rule.anchor);
             match rule.kind {
                 RuleKind::Exact => {
                     let trimmed = trim_trailing_slash(pattern);
-                    self.literal(Anchor::Exact, trimmed.to_vec(), rule.category, reason)
+                    self.literal(Anchor::Exact, at, trimmed.to_vec(), rule.category, reason)
                 }
                 RuleKind::Prefix => {
-                    self.literal(Anchor::Prefix, pattern.to_vec(), rule.category, reason)
-                }
-                RuleKind::Suffix => {
-                    self.literal(Anchor::Suffix, pattern.to_vec(), rule.category, reason)
-                }
-                RuleKind::Contains => {
-                    self.literal(Anchor::Contains, pattern.to_vec(), rule.category, reason)
+                    self.literal(Anchor::Prefix, at, pattern.to_vec(), rule.category, reason)
                 }
                 RuleKind::Segment => {
                     let inner = rule.pattern.trim_matches('/');
                     self.literal(
                         Anchor::Segment,
+                        at,
                         format!("/{inner}").into_bytes(),
                         rule.category,
                         reason,
                     )
                 }
+                // Rejected when the data is parsed: built-in rules are anchored.
+                RuleKind::Suffix | RuleKind::Contains => {
+                    return Err(ProbeError::Builtin(format!(
+                        "rule[{index}] {:?} is not anchored",
+                        rule.pattern
+                    )))
+                }
                 RuleKind::Regex => {
-                    regex_builder(&rule.pattern).build().map_err(|e| {
+                    let anchored = format!("^(?:{})", rule.pattern);
+                    regex_builder(&anchored).build().map_err(|e| {
                         ProbeError::Builtin(format!("rule[{index}] {:?}: {e}", rule.pattern))
                     })?;
-                    self.path_regexes.push(rule.pattern.clone());
-                    self.path_regex_rules.push(RuleInfo {
-                        category: rule.category,
-                        reason,
-                        rule: Arc::from(rule.pattern.as_str()),
-                    });
+                    self.builtin_regexes.push(anchored);
+                    self.builtin_regex_rules.push((
+                        rule.anchor,
+                        RuleInfo {
+                            category: rule.category,
+                            reason,
+                            rule: Arc::from(rule.pattern.as_str()),
+                        },
+                    ));
                 }
             }
+        }
+        for (index, signature) in list.signatures.iter().enumerate() {
+            regex_builder(&signature.pattern).build().map_err(|e| {
+                ProbeError::Builtin(format!("signature[{index}] {:?}: {e}", signature.pattern))
+            })?;
+            self.signatures.push(signature.pattern.clone());
+            for needle in &signature.needles {
+                if !self
+                    .signature_needles
+                    .iter()
+                    .any(|n| n == needle.as_bytes())
+                {
+                    self.signature_needles.push(needle.as_bytes().to_vec());
+                }
+            }
+            self.signature_rules.push(RuleInfo {
+                category: Category::Signature,
+                reason: signature.reason.as_str(),
+                rule: Arc::from(signature.pattern.as_str()),
+            });
         }
         for (index, agent) in list.user_agents.iter().enumerate() {
             let info = RuleInfo {
@@ -447,7 +565,7 @@ impl Builder {
             if anchor == Anchor::Prefix && bytes == b"/" {
                 return Err(invalid("the prefix \"/\" would block every request"));
             }
-            self.literal(anchor, bytes, Category::Custom, reason);
+            self.literal(anchor, None, bytes, Category::Custom, reason);
         }
         Ok(())
     }
@@ -543,11 +661,35 @@ impl ProbeMatcher {
                 });
             }
             let canonical = canonicalize(entry.as_bytes()).path;
-            builder.literal(Anchor::Allow, canonical, Category::Custom, "allow");
+            builder.literal(Anchor::Allow, None, canonical, Category::Custom, "allow");
+        }
+        let mut extensions = Vec::with_capacity(settings.deny_extensions.len());
+        for (index, entry) in settings.deny_extensions.iter().enumerate() {
+            let ext = entry
+                .strip_prefix('.')
+                .unwrap_or(entry)
+                .to_ascii_lowercase();
+            if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(ProbeError::InvalidEntry {
+                    list: "deny_extensions",
+                    index,
+                    pattern: entry.clone(),
+                    message: "an extension is letters, digits or '_' (e.g. \"php\")".to_string(),
+                });
+            }
+            let hit = ProbeHit {
+                category: Category::Extension,
+                reason: "Script file extension the upstream never serves (deny_extensions)",
+                rule: Arc::from(format!(".{ext}").as_str()),
+            };
+            extensions.push((ext.into_bytes(), hit));
         }
 
         let rule_count = block_literals
             + builder.path_regex_rules.len()
+            + builder.builtin_regex_rules.len()
+            + builder.signature_rules.len()
+            + extensions.len()
             + builder.agent_literal_rules.len()
             + builder.agent_regex_rules.len();
         Ok(ProbeMatcher {
@@ -562,6 +704,13 @@ impl ProbeMatcher {
             path_literal_rules: builder.path_literal_rules,
             path_regexes: regex_set(&builder.path_regexes, "regex")?,
             path_regex_rules: builder.path_regex_rules,
+            builtin_regexes: regex_set(&builder.builtin_regexes, "builtin")?,
+            builtin_regex_rules: builder.builtin_regex_rules,
+            signatures: regex_set(&builder.signatures, "builtin")?,
+            signature_rules: builder.signature_rules,
+            // The path is lower case already and the query is lower-cased when decoded.
+            signature_needles: needle_automaton(&builder.signature_needles)?,
+            extensions,
             agent_literals: automaton(
                 &builder.agent_literals,
                 MatchKind::LeftmostFirst,
@@ -586,52 +735,87 @@ impl ProbeMatcher {
 
     /// Decides whether a request is a probe.
     ///
-    /// `raw_path` is the request target's path as received, optionally followed by `?query`
-    /// (ignored). `user_agent` is the raw `User-Agent` header, if any. Returns the first rule
-    /// that matched, or `None` for a request that may proceed.
-    pub fn check(&self, raw_path: &[u8], user_agent: Option<&[u8]>) -> Option<ProbeHit> {
+    /// `target` is the raw request target as received: the path, optionally followed by
+    /// `?query`. Path rules look at the canonical path; payload signatures also look at the
+    /// percent-decoded query. `user_agent` is the raw `User-Agent` header, if any. Returns the
+    /// first rule that matched, or `None` for a request that may proceed.
+    pub fn check(&self, target: &[u8], user_agent: Option<&[u8]>) -> Option<ProbeHit> {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
-                let flags = canonicalize_into(raw_path, &mut scratch);
-                let Scratch { out, agent, .. } = &mut *scratch;
-                let hit = self.check_canonical(out, flags, user_agent, agent);
+                let hit = self.check_in(target, user_agent, &mut scratch);
                 scratch.trim();
                 hit
             }
             // Only reachable if `check` were re-entered on this thread; stay correct anyway.
-            Err(_) => {
-                let mut scratch = Scratch::default();
-                let flags = canonicalize_into(raw_path, &mut scratch);
-                let Scratch { out, agent, .. } = &mut scratch;
-                self.check_canonical(out, flags, user_agent, agent)
-            }
+            Err(_) => self.check_in(target, user_agent, &mut Scratch::default()),
         })
+    }
+
+    fn check_in(
+        &self,
+        target: &[u8],
+        user_agent: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) -> Option<ProbeHit> {
+        let flags = canonicalize_into(target, scratch);
+        if let Some(hit) = self.structural.as_ref().and_then(|s| s.check(flags)) {
+            return Some(hit.clone());
+        }
+        if let Some(needles) = &self.signature_needles {
+            decode_query_into(target, scratch);
+            let Scratch {
+                out, query, target, ..
+            } = &mut *scratch;
+            // No needle holds a '?', so none can span the one joining path and query.
+            let suspicious = needles.is_match(out.as_slice()) || needles.is_match(query.as_slice());
+            if suspicious {
+                target.clear();
+                target.extend_from_slice(out);
+                if !query.is_empty() {
+                    target.push(b'?');
+                    target.extend_from_slice(query);
+                }
+                // Payloads are never legitimate, so like the structural checks they come before
+                // the allow list.
+                if let Some(hit) =
+                    first_regex_hit(self.signatures.as_ref(), &self.signature_rules, target)
+                {
+                    return Some(hit);
+                }
+            }
+        }
+        let Scratch { out, agent, .. } = &mut *scratch;
+        self.check_canonical(out, user_agent, agent)
     }
 
     fn check_canonical(
         &self,
         path: &[u8],
-        flags: Flags,
         user_agent: Option<&[u8]>,
         agent_lowercase: &mut Vec<u8>,
     ) -> Option<ProbeHit> {
-        if let Some(hit) = self.structural.as_ref().and_then(|s| s.check(flags)) {
-            return Some(hit.clone());
-        }
+        let (anchors, anchor_count) = mount_anchors(path);
+        let anchors = &anchors[..anchor_count];
         let mut literal_hit: Option<&RuleInfo> = None;
         if let Some(automaton) = &self.path_literals {
             for found in automaton.find_overlapping_iter(path) {
-                let (anchor, info) = &self.path_literal_rules[found.pattern().as_usize()];
+                let (anchor, at, info) = &self.path_literal_rules[found.pattern().as_usize()];
                 let (start, end) = (found.start(), found.end());
+                let placed = match at {
+                    None => start == 0,
+                    Some(RuleAnchor::Root) => start == 0,
+                    Some(RuleAnchor::Mount) => anchors.contains(&start),
+                };
                 let matched = match anchor {
                     Anchor::Exact => {
-                        start == 0
+                        placed
                             && (end == path.len() || (end + 1 == path.len() && path[end] == b'/'))
                     }
-                    Anchor::Prefix => start == 0,
+                    Anchor::Prefix => placed,
+                    Anchor::Segment if at.is_some() => {
+                        placed && (end == path.len() || path[end] == b'/')
+                    }
                     Anchor::Segment => end == path.len() || path[end] == b'/',
-                    Anchor::Suffix => end == path.len(),
-                    Anchor::Contains => true,
                     Anchor::Allow => {
                         if start == 0 {
                             return None;
@@ -651,6 +835,23 @@ impl ProbeMatcher {
         {
             return Some(hit);
         }
+        if let Some(set) = &self.builtin_regexes {
+            for (i, &at) in anchors.iter().enumerate() {
+                let tail = &path[at..];
+                if !set.is_match(tail) {
+                    continue;
+                }
+                let found = set.matches(tail).into_iter().find(|&index| {
+                    i == 0 || self.builtin_regex_rules[index].0 == RuleAnchor::Mount
+                });
+                if let Some(index) = found {
+                    return Some(self.builtin_regex_rules[index].1.to_hit());
+                }
+            }
+        }
+        if let Some(hit) = self.extension_hit(path) {
+            return Some(hit.clone());
+        }
         let agent = user_agent.filter(|agent| !agent.is_empty())?;
         if let Some(automaton) = &self.agent_literals {
             agent_lowercase.clear();
@@ -661,6 +862,46 @@ impl ProbeMatcher {
         }
         first_regex_hit(self.agent_regexes.as_ref(), &self.agent_regex_rules, agent)
     }
+
+    /// The `deny_extensions` hit for the last segment of a short canonical path.
+    fn extension_hit(&self, path: &[u8]) -> Option<&ProbeHit> {
+        if self.extensions.is_empty() {
+            return None;
+        }
+        let mut segments = path.split(|&b| b == b'/').filter(|s| !s.is_empty());
+        if segments.clone().count() > DENY_EXTENSION_MAX_SEGMENTS {
+            return None;
+        }
+        let last = segments.next_back()?;
+        let dot = last.iter().rposition(|&b| b == b'.')?;
+        let ext = &last[dot + 1..];
+        self.extensions
+            .iter()
+            .find(|(denied, _)| denied.as_slice() == ext)
+            .map(|(_, hit)| hit)
+    }
+}
+
+/// Where built-in rules may start in `path`: 0, then after each of up to two leading mount
+/// prefixes (`/wordpress/blog/wp-login.php` gives 0, 10 and 15). Positions point at a '/'.
+fn mount_anchors(path: &[u8]) -> ([usize; 3], usize) {
+    let mut anchors = [0; 3];
+    let mut count = 1;
+    let mut at = 0;
+    while count < anchors.len() {
+        let rest = &path[at + 1..];
+        let Some(len) = rest.iter().position(|&b| b == b'/') else {
+            break;
+        };
+        let segment = &rest[..len];
+        if !MOUNT_PREFIXES.iter().any(|m| m.as_bytes() == segment) {
+            break;
+        }
+        at += 1 + len;
+        anchors[count] = at;
+        count += 1;
+    }
+    (anchors, count)
 }
 
 /// The first rule of `set` matching `haystack`. `is_match` runs first because it can stop at
@@ -770,12 +1011,111 @@ mod tests {
     }
 
     #[test]
-    fn query_strings_are_not_matched() {
+    fn query_words_pass_but_query_payloads_do_not() {
         let m = builtin();
+        // Probe words in a query are data (a search box), ...
         assert!(m.check(b"/api/v1/search?q=.env", None).is_none());
-        assert!(m
-            .check(b"/api/v1/search?q=/etc/passwd&x=../../..", None)
-            .is_none());
+        assert!(m.check(b"/api/v1/search?q=/etc/passwd", None).is_none());
+        assert!(m.check(b"/api/v1/search?q=wp-login.php", None).is_none());
+        // ... payloads are not.
+        let hit = m
+            .check(b"/api/v1/files?name=../../etc/passwd", None)
+            .unwrap();
+        assert_eq!(hit.category, Category::Signature);
+    }
+
+    #[test]
+    fn builtin_rules_are_anchored_at_the_root_or_after_mount_prefixes() {
+        let m = builtin();
+        for caught in [
+            "/.env",
+            "/api/.env",
+            "/wordpress/wp-login.php",
+            "/blog/wp/wp-admin/",
+            "/admin/phpmyadmin/",
+        ] {
+            assert!(m.check(caught.as_bytes(), None).is_some(), "{caught}");
+        }
+        for passes in [
+            "/repos/acme/site/contents/.env.example",
+            "/repos/phpmyadmin/phpmyadmin/releases/latest",
+            "/v2/library/phpmyadmin/tags/list",
+            "/api/v1/files/.git/config",
+            "/wordpress/a/b/wp-login.php",
+            // Three mount prefixes: only two are skipped.
+            "/api/old/new/.env",
+        ] {
+            assert_eq!(m.check(passes.as_bytes(), None), None, "{passes}");
+        }
+        // Root-only rules ignore mount prefixes.
+        assert!(m.check(b"/config.yml", None).is_some());
+        assert!(m.check(b"/api/config.yml", None).is_none());
+    }
+
+    #[test]
+    fn mount_anchors_stop_at_the_first_other_segment() {
+        assert_eq!(
+            mount_anchors(b"/wordpress/blog/wp-login.php"),
+            ([0, 10, 15], 3)
+        );
+        assert_eq!(mount_anchors(b"/api"), ([0, 0, 0], 1));
+        assert_eq!(mount_anchors(b"/api/"), ([0, 4, 0], 2));
+        assert_eq!(mount_anchors(b"/v1/api/x"), ([0, 0, 0], 1));
+        assert_eq!(mount_anchors(b"/"), ([0, 0, 0], 1));
+    }
+
+    #[test]
+    fn deny_extensions_catch_short_script_paths_only() {
+        let m = builtin();
+        for raw in [
+            "/x.php",
+            "/lala.PHP",
+            "/uploads/a/b.aspx",
+            "/%78.php",
+            "/x.php;.jpg",
+        ] {
+            let hit = m
+                .check(raw.as_bytes(), None)
+                .unwrap_or_else(|| panic!("{raw}"));
+            assert!(
+                matches!(
+                    hit.category,
+                    Category::Extension | Category::PhpAdmin | Category::Secrets
+                ),
+                "{raw}: {hit:?}"
+            );
+        }
+        assert_eq!(
+            m.check(b"/x.php", None).unwrap().category,
+            Category::Extension
+        );
+        assert_eq!(&*m.check(b"/x.php", None).unwrap().rule, ".php");
+        for raw in [
+            "/repos/o/r/contents/wp-config-sample.php",
+            "/x.json",
+            "/openapi.yaml",
+            "/domains/example.pl",
+            "/x.phpx",
+        ] {
+            assert_eq!(m.check(raw.as_bytes(), None), None, "{raw}");
+        }
+        let off = matcher(ProbeSettings {
+            deny_extensions: vec![],
+            ..ProbeSettings::default()
+        });
+        assert_eq!(off.check(b"/x.php", None), None);
+        let custom = matcher(ProbeSettings {
+            deny_extensions: vec![".Rb".into()],
+            ..ProbeSettings::default()
+        });
+        assert!(custom.check(b"/x.rb", None).is_some());
+        assert!(ProbeMatcher::new(&ProbeSettings {
+            deny_extensions: vec!["p/hp".into()],
+            ..ProbeSettings::default()
+        })
+        .unwrap_err()
+        .to_string()
+        .starts_with("probes.deny_extensions[0]"));
     }
 
     #[test]
@@ -787,6 +1127,7 @@ mod tests {
             regex: vec![r"^/tmp/\d+$".into()],
             user_agents: vec!["evil-?bot".into()],
             allow: vec![],
+            deny_extensions: vec![],
         });
         assert_eq!(m.rule_count(), 4);
         let hit = m.check(b"/secret/door", None).unwrap();
@@ -825,7 +1166,7 @@ mod tests {
             m.check(b"/.git", None).is_some(),
             "allow entries are prefixes of the canonical path"
         );
-        assert!(m.check(b"/x/.git/config", None).is_some());
+        assert!(m.check(b"/api/.git/config", None).is_some());
         assert!(m
             .check(b"/.well-known/acme-challenge/../../.env", None)
             .is_some());
@@ -899,6 +1240,7 @@ mod tests {
     fn builtin_can_be_disabled() {
         let m = matcher(ProbeSettings {
             builtin: false,
+            deny_extensions: vec![],
             ..Default::default()
         });
         assert_eq!(m.rule_count(), 0);
@@ -917,5 +1259,27 @@ mod tests {
             .check(b"/", Some(b"sqlmap/1.7#stable (https://sqlmap.org)"))
             .unwrap();
         assert_eq!(hit.category, Category::ScannerAgent);
+    }
+
+    proptest::proptest! {
+        /// The needles are a sound prefilter: whatever the signature set matches holds one.
+        #[test]
+        fn every_signature_match_holds_a_needle(
+            text in "[${}:;|`()./\\\\%#_<?=@\\[\\] +a-z-]{0,40}",
+        ) {
+            let m = builtin_shared();
+            let (Some(set), Some(needles)) = (&m.signatures, &m.signature_needles) else {
+                panic!("built-in signatures exist");
+            };
+            let text = text.to_ascii_lowercase();
+            if set.is_match(text.as_bytes()) {
+                proptest::prop_assert!(needles.is_match(text.as_bytes()), "{}", text);
+            }
+        }
+    }
+
+    fn builtin_shared() -> &'static ProbeMatcher {
+        static MATCHER: std::sync::OnceLock<ProbeMatcher> = std::sync::OnceLock::new();
+        MATCHER.get_or_init(builtin)
     }
 }
