@@ -305,20 +305,25 @@ fn admit(
             // A request the API's spec declares is never refused by the path lists: the
             // spec knows better (`/repos/phpmyadmin/...` is a repository name there).
             if !(in_spec && path_rule(hit.category)) {
-                let action = match probes.action {
-                    Refusal::Drop => "drop",
-                    Refusal::Status(403) => "403",
-                    Refusal::Status(404) => "404",
-                    Refusal::Status(_) => "status",
+                let action = match (probes.dry_run, probes.action) {
+                    (true, _) => "dry_run",
+                    (false, Refusal::Drop) => "drop",
+                    (false, Refusal::Status(403)) => "403",
+                    (false, Refusal::Status(404)) => "404",
+                    (false, Refusal::Status(_)) => "status",
                 };
                 FilterMetrics::get()
                     .probe_hits
                     .with_label_values(&[hit.category.as_str(), action])
                     .inc();
-                tracing::debug!(client = %req.client, category = hit.category.as_str(), rule = %hit.rule, "probe");
-                ctx.decision = Decision::Probe;
-                offense(rt, req.client, OffenseKind::Probe, now);
-                return Err(Answer::refusal(probes.action));
+                tracing::debug!(client = %req.client, category = hit.category.as_str(), rule = %hit.rule, action, "probe");
+                // A dry run refuses nothing and counts no offense: it is how an operator
+                // learns what enforcing would refuse, without banning anyone for it.
+                if !probes.dry_run {
+                    ctx.decision = Decision::Probe;
+                    offense(rt, req.client, OffenseKind::Probe, now);
+                    return Err(Answer::refusal(probes.action));
+                }
             }
         }
     }
@@ -350,11 +355,15 @@ fn admit(
     }
 }
 
-/// True for probe categories that are path lists, which a spec's route overrides; the
-/// structural checks (traversal, double encoding, control bytes) and scanner user agents
+/// True for probe categories that are path lists or the extension rule, which a spec's route
+/// overrides; the structural checks (traversal, double encoding, control bytes), payload
+/// signatures (Log4Shell, shell injection, ... in the path or query) and scanner user agents
 /// still refuse a request the spec declares.
 fn path_rule(category: Category) -> bool {
-    !matches!(category, Category::Traversal | Category::ScannerAgent)
+    !matches!(
+        category,
+        Category::Traversal | Category::ScannerAgent | Category::Signature
+    )
 }
 
 /// Acts on the spec's `verdict` for a request outside it (unknown path, or a method the path
@@ -662,5 +671,24 @@ probe = 2
             };
             assert_eq!(count(&after) - count(&before), offenses, "{mode}");
         }
+    }
+
+    /// `[probes] dry_run`: a probe is counted and forwarded, and costs its sender nothing.
+    #[tokio::test]
+    async fn a_probe_dry_run_refuses_nothing_and_bans_no_one() {
+        let text = CONFIG.replace("action = \"404\"", "action = \"404\"\ndry_run = true");
+        let settings = Settings::parse(&text, std::path::Path::new("/etc/portcullis")).unwrap();
+        let rt = Runtime::build(settings, None).unwrap();
+        // One request each: the route's 1r/m limit is not the point here.
+        for client in ["192.0.2.9", "192.0.2.10", "192.0.2.11"] {
+            let probe = decide_now(&rt, &get(client, "/api/.env")).await;
+            assert_eq!(probe, (None, Decision::Proxied));
+        }
+        let stats = rt.filters.store.reputation.stats();
+        assert_eq!(stats.active_bans, 0);
+        assert!(
+            stats.offenses_by_kind.iter().all(|(_, n)| *n == 0),
+            "{stats:?}"
+        );
     }
 }

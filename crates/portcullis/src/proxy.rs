@@ -240,6 +240,23 @@ fn declared_body_len(session: &Session) -> u64 {
         .unwrap_or(0)
 }
 
+/// The path and query of a request target: an absolute-form target (`http://api/.env`, as
+/// scanners send to find open proxies) without its scheme and authority, so the probe rules,
+/// anchored at the start of the path, see `/.env`.
+fn origin_form(target: &[u8]) -> &[u8] {
+    if target.starts_with(b"/") {
+        return target;
+    }
+    let Some(scheme_end) = target.windows(3).position(|w| w == b"://") else {
+        return target;
+    };
+    let rest = &target[scheme_end + 3..];
+    match rest.iter().position(|&b| matches!(b, b'/' | b'?')) {
+        Some(path) => &rest[path..],
+        None => b"/",
+    }
+}
+
 /// The client `peer` speaks for: itself, or, when it is a trusted proxy, the address its
 /// forwarding header names (`[client_ip]`).
 fn client_of(rt: &Runtime, peer: IpAddr, req: &RequestHeader) -> IpAddr {
@@ -368,7 +385,7 @@ impl ProxyHttp for Gateway {
             host: request_host(session),
             method: req.method.as_str(),
             path: req.uri.path(),
-            raw_path: req.raw_path(),
+            raw_path: origin_form(req.raw_path()),
             user_agent: req.headers.get("user-agent").map(|v| v.as_bytes()),
             declared_body: declared_body_len(session),
         };
@@ -783,5 +800,14 @@ mod tests {
         let value = list_with_ip(lines, peer).unwrap();
         assert_eq!(value, "6.6.6.6, 7.7.7.7, 8.8.8.8, 127.0.0.1");
         assert_eq!(list_with_ip([], peer).unwrap(), "127.0.0.1");
+    }
+
+    #[test]
+    fn absolute_form_targets_are_matched_by_their_path() {
+        assert_eq!(origin_form(b"/a?b"), b"/a?b");
+        assert_eq!(origin_form(b"http://api/.env"), b"/.env");
+        assert_eq!(origin_form(b"http://api:80?x=1"), b"?x=1");
+        assert_eq!(origin_form(b"http://api"), b"/");
+        assert_eq!(origin_form(b"*"), b"*");
     }
 }

@@ -214,6 +214,8 @@ pub struct ProbesSettings {
     pub matcher: Arc<ProbeMatcher>,
     /// What a hit gets.
     pub action: Refusal,
+    /// Count and log hits, refuse nothing (`[probes] dry_run`).
+    pub dry_run: bool,
 }
 
 /// `[api]`: the positive model of the API behind the gateway.

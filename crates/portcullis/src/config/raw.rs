@@ -157,6 +157,8 @@ pub struct RawProbes {
     #[serde(default)]
     pub user_agents: Vec<String>,
     pub allow: Option<Vec<String>>,
+    pub deny_extensions: Option<Vec<String>>,
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -273,22 +273,33 @@ fn reuseport_is_off_unless_turned_on() {
     assert_eq!(err[0].line, Some(3));
 }
 
-/// The `[api]` keys of the next design sketch (binding), with `openapi` pointing at a spec
-/// the test provides.
+/// The `[api]` and `[probes]` keys of the next design sketch (binding), with `openapi`
+/// pointing at a spec the test provides. (`[cluster]` is not built yet.)
 #[test]
-fn the_api_section_of_the_next_sketch_is_accepted() {
+fn the_api_and_probes_sections_of_the_next_sketch_are_accepted() {
     let sketch = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/design/config-sketch-next.toml");
     let text = std::fs::read_to_string(&sketch)
         .unwrap_or_else(|e| panic!("{} must exist beside the repo: {e}", sketch.display()));
     let doc: toml_edit::DocumentMut = text.parse().unwrap();
     let api = doc["api"].as_table().expect("an [api] table").to_string();
+    let probes = doc["probes"]
+        .as_table()
+        .expect("a [probes] table")
+        .to_string();
     let dir = tempfile::tempdir().unwrap();
     let spec = r#"{"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
         "paths": {"/items/{id}": {"get": {}}, "/health": {"get": {}}}}"#;
     std::fs::write(dir.path().join("openapi.json"), spec).unwrap();
-    let s = Settings::parse(&format!("{MINIMAL}\n[api]\n{api}"), dir.path())
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let text = format!("{MINIMAL}\n[api]\n{api}\n[probes]\n{probes}");
+    let s = Settings::parse(&text, dir.path()).unwrap_or_else(|e| panic!("{e:?}"));
+    let probes = s.probes.as_ref().expect("[probes] settings");
+    assert!(!probes.dry_run);
+    let php = probes
+        .matcher
+        .check(b"/qzx7.asp", None)
+        .map(|hit| hit.category);
+    assert_eq!(php, Some(portcullis_policy::probes::Category::Extension));
     let api = s.api.expect("[api] settings");
     assert_eq!(api.unknown, UnknownRoute::Refuse);
     assert_eq!(api.extra_paths, ["/docs", "/redoc"]);

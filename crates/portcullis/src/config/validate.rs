@@ -754,6 +754,12 @@ fn probes(c: &mut Check, p: &RawProbes) -> ProbesSettings {
             .allow
             .clone()
             .unwrap_or_else(|| vec!["/.well-known/acme-challenge/".into()]),
+        deny_extensions: p.deny_extensions.clone().unwrap_or_else(|| {
+            portcullis_policy::probes::DEFAULT_DENY_EXTENSIONS
+                .iter()
+                .map(|e| e.to_string())
+                .collect()
+        }),
     };
     let matcher = match ProbeMatcher::new(&settings) {
         Ok(m) => m,
@@ -779,6 +785,7 @@ fn probes(c: &mut Check, p: &RawProbes) -> ProbesSettings {
             p.action.as_deref(),
             Refusal::Status(404),
         ),
+        dry_run: p.dry_run.unwrap_or(false),
     }
 }
 
