@@ -530,3 +530,179 @@ async fn clients_that_stop_reading_or_sending_are_cut_at_their_time_bounds() {
     );
     drop(reader);
 }
+
+/// Finding 10: what the upstream is handed. Fields named with `_` are dropped (nginx's
+/// `underscores_in_headers off`), fields named in `Connection` are not passed on, and a Host
+/// that is no host is refused 400.
+#[tokio::test]
+async fn header_hygiene_on_the_way_to_the_upstream() {
+    let up = upstream().run().await;
+    let gw = gateway(&up).start().await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(
+        b"GET /h HTTP/1.1\r\nhost: api\r\nx_forwarded_for: 6.6.6.6\r\nx-user_id: 1\r\n\
+          connection: keep-alive, x-secret\r\nx-secret: s3\r\nx-kept: yes\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = read_response(&mut conn, false).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = up.seen();
+    let headers = &seen[0].headers;
+    assert_eq!(headers.get("x-kept").map(String::as_str), Some("yes"));
+    for dropped in ["x_forwarded_for", "x-user_id", "x-secret"] {
+        assert!(!headers.contains_key(dropped), "{dropped} in {headers:?}");
+    }
+    for host in ["a@evil.example", "evil.example/x", "a:b"] {
+        let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        let request = format!("GET /h HTTP/1.1\r\nhost: {host}\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_response(&mut conn, false).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{host}: {answer}");
+    }
+    assert_eq!(up.seen().len(), 1);
+}
+
+/// Accepts any server certificate: the test's gateway has a fresh self-signed one.
+#[derive(Debug)]
+struct AnyCert(Arc<tokio_rustls::rustls::crypto::CryptoProvider>);
+
+impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[tokio_rustls::rustls::pki_types::CertificateDer<'_>],
+        _server_name: &tokio_rustls::rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: tokio_rustls::rustls::pki_types::UnixTime,
+    ) -> Result<tokio_rustls::rustls::client::danger::ServerCertVerified, tokio_rustls::rustls::Error>
+    {
+        Ok(tokio_rustls::rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// HTTP/2 finding 2: a TLS connection that negotiates `h2` and never sends the connection
+/// preface is closed after `client_header_timeout` (nginx's bound), and counted; a real HTTP/2
+/// client on the same listener is served.
+#[tokio::test]
+async fn http2_connections_without_a_preface_are_closed_in_time() {
+    use tokio_rustls::rustls;
+    let up = upstream().run().await;
+    let (gw, h2, port) = with_tls(gateway(&up).server("client_header_timeout = \"1s\"")).await;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        silent.push(tls);
+    }
+    // A client that speaks HTTP/2 is served meanwhile.
+    let resp = h2
+        .get(format!("https://localhost:{port}/ok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    // Every silent connection is closed by the gateway within the bound (and some slack).
+    let started = std::time::Instant::now();
+    for mut tls in silent {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    // The server's SETTINGS frame may come first; then the close.
+                    Ok(n) if n > 0 => continue,
+                    _ => return,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a preface-less connection was still open");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let preface = [("kind", "h2_preface")];
+    assert_eq!(
+        gw.metric_settles("portcullis_client_timeouts_total", &preface, 50.0)
+            .await,
+        50.0
+    );
+}
+
+/// HTTP/2 finding 4, the HTTP/1 half: a ban closes the banned client's kept-alive connection
+/// after the answer, so it has no open connection to send more on.
+#[tokio::test]
+async fn a_banned_client_loses_its_kept_alive_connection() {
+    let up = upstream().run().await;
+    let gw = gateway(&up)
+        .extra(BEHIND_PROXY)
+        .extra(PROBES_404)
+        .extra("[reputation]\nmaxretry = 2\nignoreip = []")
+        .start()
+        .await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let as_client = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 203.0.113.66\r\n\r\n")
+    };
+    conn.write_all(as_client("/ok").as_bytes()).await.unwrap();
+    assert!(read_response(&mut conn, false)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    // A probe weighs 2: this one bans.
+    conn.write_all(as_client("/.env").as_bytes()).await.unwrap();
+    assert!(read_response(&mut conn, false)
+        .await
+        .starts_with("HTTP/1.1 404"));
+    conn.write_all(as_client("/ok").as_bytes()).await.unwrap();
+    let answer = read_response(&mut conn, false).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.ends_with("open: false"), "{answer}");
+}

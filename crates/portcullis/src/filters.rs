@@ -253,8 +253,18 @@ fn ban_action(rt: &Runtime) -> Refusal {
 }
 
 /// How a banned or denied client is answered.
+///
+/// The connection is closed after the answer, as nginx's `deny` leaves it to the client but
+/// a ban should not: a banned client keeps no kept-alive HTTP/1 connection to send more on.
 pub fn ban_answer(rt: &Runtime) -> Answer {
-    Answer::refusal(ban_action(rt))
+    match ban_action(rt) {
+        Refusal::Drop => Answer::Drop,
+        Refusal::Status(status) => Answer::Status {
+            status,
+            retry_after: None,
+            close: true,
+        },
+    }
 }
 
 /// The ban refusal as an error, for phases that can no longer write a response themselves
@@ -284,7 +294,19 @@ fn admit(
 ) -> Result<usize, Answer> {
     if let Some(decision) = banned_now(rt, req.client, now) {
         ctx.decision = decision;
-        return Err(Answer::refusal(ban_action(rt)));
+        return Err(ban_answer(rt));
+    }
+
+    // A Host that is no host (`a@evil`, spaces, a path) is refused as nginx refuses it: an
+    // upstream building URLs from it would send its users elsewhere.
+    if req.host.is_some_and(|h| !crate::routes::valid_host(h)) {
+        ctx.decision = Decision::Malformed;
+        offense(rt, req.client, OffenseKind::Malformed, now);
+        return Err(Answer::Status {
+            status: 400,
+            retry_after: None,
+            close: true,
+        });
     }
 
     // Decided on the path as the upstream will see it, decoded and resolved as nginx does
@@ -615,7 +637,12 @@ probe = 2
 
         // A probe weighs maxretry here: its sender is banned, for every path.
         let banned = decide_now(&rt, &get("192.0.2.2", "/api/users")).await;
-        assert_eq!(banned, (Some(Answer::status(403)), Decision::Banned));
+        let closing = Answer::Status {
+            status: 403,
+            retry_after: None,
+            close: true,
+        };
+        assert_eq!(banned, (Some(closing), Decision::Banned));
     }
 
     /// `[api] unknown`: refused (404 / 405 with Allow, an offense), forwarded and counted, or

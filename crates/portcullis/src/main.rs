@@ -12,6 +12,7 @@ mod filters;
 mod inflight;
 mod logging;
 mod metrics;
+mod preface;
 mod proxy;
 mod reload;
 mod routes;

@@ -453,6 +453,23 @@ impl ProxyHttp for Gateway {
         }
         // Connected: a failure from here on is a proxy failure, not a connect failure.
         ctx.connect_failed = false;
+        // nginx's underscores_in_headers off: a field named with `_` is dropped, so a backend
+        // that maps `-` to `_` (CGI, WSGI) cannot be handed X_Forwarded_For by the client.
+        if !ctx
+            .rt
+            .as_ref()
+            .is_some_and(|rt| rt.settings.server.underscores_in_headers)
+        {
+            let underscored: smallvec::SmallVec<[http::HeaderName; 2]> = upstream_request
+                .headers
+                .keys()
+                .filter(|name| name.as_str().contains('_'))
+                .cloned()
+                .collect();
+            for name in underscored {
+                upstream_request.remove_header(&name);
+            }
+        }
         // As nginx's proxy_params: Host kept as sent, X-Real-IP the client, X-Forwarded-For
         // with the TCP peer appended, X-Forwarded-Proto the scheme the client used.
         if let Some(client) = ctx.client {

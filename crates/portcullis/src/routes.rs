@@ -54,6 +54,36 @@ fn prefix_matches(prefix: &str, path: &[u8]) -> bool {
     }
 }
 
+/// True when a Host value is a host: a name (letters, digits, `-`, `.`, `_`), an IPv4
+/// address or a bracketed IPv6 address, with an optional port. No user info (`a@evil`), no
+/// path, no spaces or percent-escapes.
+pub fn valid_host(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) => {
+                if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                ("", after)
+            }
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, _)) => (name, &host[name.len()..]),
+            None => (host, ""),
+        },
+    };
+    let port_ok = match port.strip_prefix(':') {
+        Some(digits) => digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit()),
+        None => port.is_empty(),
+    };
+    port_ok
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
 /// The host part of a Host header or authority: port and trailing dot removed.
 pub fn host_without_port(host: &str) -> &str {
     let host = if let Some(rest) = host.strip_prefix('[') {
@@ -112,6 +142,35 @@ mod tests {
         let r = Router::new(&[route(None, "/api")]);
         assert_eq!(r.find(None, b"/"), None);
         assert_eq!(r.find(None, b"/ap"), None);
+    }
+
+    #[test]
+    fn hosts_are_names_or_addresses_with_a_port() {
+        for good in [
+            "api.example.com",
+            "api.example.com:8080",
+            "127.0.0.1:80",
+            "[::1]:8443",
+            "[::1]",
+            "localhost",
+            "a_b.internal",
+            "",
+        ] {
+            assert!(valid_host(good), "{good}");
+        }
+        for bad in [
+            "a@evil",
+            "evil.com/x",
+            "a b",
+            "a%2e",
+            "[::1",
+            "[zz]:80",
+            "a:b",
+            "a:123456",
+            "[::1]x",
+        ] {
+            assert!(!valid_host(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub struct ServerSettings {
     /// Most time between two writes to a client (nginx's `send_timeout`): a client that stops
     /// reading is closed, and stops holding its upstream connection.
     pub send_timeout: Duration,
+    /// Pass on header fields whose name holds an underscore (nginx's
+    /// `underscores_in_headers`, off by default: such fields are dropped).
+    pub underscores_in_headers: bool,
     /// Serve plain HTTP/1.1 requests without a body on portcullis's own relay instead of
     /// Pingora's `HttpProxy` (see `fast`); everything else goes to `HttpProxy` either way.
     pub fast_path: bool,

@@ -48,6 +48,7 @@ pub struct RawServer {
     pub client_header_timeout: Option<String>,
     pub client_body_timeout: Option<String>,
     pub send_timeout: Option<String>,
+    pub underscores_in_headers: Option<bool>,
     pub fast_path: Option<bool>,
     pub reuseport: Option<bool>,
 }

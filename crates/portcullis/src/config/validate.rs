@@ -321,6 +321,7 @@ pub(super) fn validate(
             s.send_timeout.as_deref(),
             Duration::from_secs(60),
         ),
+        underscores_in_headers: s.underscores_in_headers.unwrap_or(false),
         fast_path: s.fast_path.unwrap_or(true),
         reuseport: s.reuseport.unwrap_or(false),
     };

@@ -59,7 +59,20 @@ impl ServerApp for Edge {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let accepted = Instant::now();
-        let fast = self.runtime.load().settings.server.fast_path;
+        let (fast, header_time) = {
+            let rt = self.runtime.load();
+            (
+                rt.settings.server.fast_path,
+                rt.settings.server.client_header_timeout,
+            )
+        };
+        // HTTP/2 over TLS: Pingora would wait for the client's preface forever.
+        let stream = match stream.selected_alpn_proto() {
+            Some(pingora::protocols::ALPN::H2) => {
+                crate::preface::PrefaceDeadline::wrap(stream, header_time)
+            }
+            _ => stream,
+        };
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -391,7 +404,8 @@ impl Conn {
             return self.answer(stream, 500, "error\n", None, false).await;
         };
         let group = &rt.upstreams[rt.settings.routes[route].upstream];
-        req.upstream_header(client, self.peer, &mut self.out);
+        let underscores = rt.settings.server.underscores_in_headers;
+        req.upstream_header(client, self.peer, underscores, &mut self.out);
         let head_request = req.method.eq_ignore_ascii_case("HEAD");
         // Only an idempotent request may be sent again after it left on a kept connection that
         // turned out dead: the upstream may have acted on it before closing (RFC 9110 9.2.2;

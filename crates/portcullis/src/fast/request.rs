@@ -137,8 +137,26 @@ impl<'r, 'b> Simple<'r, 'b> {
     /// Writes the header for the upstream into `out`: the request as sent, hop-by-hop fields
     /// dropped, and nginx's `proxy_params` (X-Real-IP the client, X-Forwarded-For with the TCP
     /// peer appended, X-Forwarded-Proto) as the `HttpProxy` path sends them.
-    pub fn upstream_header(&self, client: IpAddr, peer: IpAddr, out: &mut Vec<u8>) {
+    ///
+    /// Fields named in `Connection` are hop-by-hop too (RFC 9110 7.6.1), and fields whose name
+    /// holds an underscore are dropped unless `underscores` (nginx's `underscores_in_headers`):
+    /// `X_Forwarded_For` is the same field as `X-Forwarded-For` to a CGI-style backend.
+    pub fn upstream_header(
+        &self,
+        client: IpAddr,
+        peer: IpAddr,
+        underscores: bool,
+        out: &mut Vec<u8>,
+    ) {
         out.clear();
+        let named: smallvec::SmallVec<[&[u8]; 4]> = self
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+            .collect();
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
@@ -146,6 +164,10 @@ impl<'r, 'b> Simple<'r, 'b> {
         for h in self.headers {
             let name = h.name;
             if HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || named
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+                || (!underscores && name.contains('_'))
                 || name.eq_ignore_ascii_case("x-real-ip")
                 || name.eq_ignore_ascii_case("x-forwarded-for")
                 || name.eq_ignore_ascii_case("x-forwarded-proto")
