@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use portcullis_policy::api::Spec;
 use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
 
-use crate::config::{ApiSettings, ApiSource, UnknownRoute};
+use crate::config::{parse_spec_url as parse_url, ApiSettings, ApiSource, UnknownRoute};
 
 /// Largest spec accepted from `openapi_url` (GitHub's whole REST API spec is about 10 MB).
 const MAX_SPEC_BYTES: usize = 32 * 1024 * 1024;
@@ -99,47 +99,6 @@ fn fetch_spec(url: &str, settings: &ApiSettings) -> Result<Spec, String> {
     Spec::parse(&body)
         .and_then(|spec| spec.with_extra_paths(&settings.extra_paths))
         .map_err(|e| e.to_string())
-}
-
-/// An `openapi_url` taken apart: `host:port` to connect to, the Host header, and the target.
-#[derive(Debug, PartialEq, Eq)]
-pub struct SpecUrl {
-    /// `host:port` (port 80 when the URL names none).
-    pub authority: String,
-    /// The request target (path and query).
-    pub target: String,
-}
-
-/// Parses an `openapi_url`: plain `http://` only, as the spec is fetched from the upstream
-/// portcullis proxies to, usually on the same host or network.
-pub fn parse_url(url: &str) -> Result<SpecUrl, String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!(
-            "{url:?} is not an http:// URL (the spec is fetched from the upstream, e.g. \"http://127.0.0.1:8000/openapi.json\")"
-        ));
-    };
-    let (authority, target) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err(format!("{url:?} has no host (or has user info)"));
-    }
-    if target.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(format!("{url:?} has spaces or control bytes in its path"));
-    }
-    let has_port = match authority.rfind(']') {
-        Some(close) => authority[close..].contains(':'),
-        None => authority.contains(':'),
-    };
-    let authority = match has_port {
-        true => authority.to_string(),
-        false => format!("{authority}:80"),
-    };
-    Ok(SpecUrl {
-        authority,
-        target: target.to_string(),
-    })
 }
 
 /// GETs `url` within `timeout` and returns the body of its `200` answer. HTTP/1.0 with

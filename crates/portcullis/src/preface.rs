@@ -25,8 +25,6 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::metrics::Metrics;
-
 /// Bytes that must arrive before the deadline: the 24-byte preface and the 9-byte header of
 /// the SETTINGS frame that must follow it (RFC 9113 3.4).
 const PREFACE_AND_FRAME_HEADER: usize = 24 + 9;
@@ -38,15 +36,19 @@ pub struct PrefaceDeadline {
     /// Bytes still to arrive before the deadline stops applying.
     awaited: usize,
     deadline: Pin<Box<Sleep>>,
+    /// Counts the connections cut here.
+    expired: prometheus::IntCounter,
 }
 
 impl PrefaceDeadline {
-    /// Wraps `inner`; its preface must arrive within `limit` from now.
-    pub fn wrap(inner: Stream, limit: Duration) -> Stream {
+    /// Wraps `inner`; its preface must arrive within `limit` from now, or the connection is
+    /// cut and counted in `expired`.
+    pub fn wrap(inner: Stream, limit: Duration, expired: prometheus::IntCounter) -> Stream {
         Box::new(PrefaceDeadline {
             inner,
             awaited: PREFACE_AND_FRAME_HEADER,
             deadline: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
+            expired,
         })
     }
 }
@@ -69,10 +71,7 @@ impl AsyncRead for PrefaceDeadline {
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(()) => {
-                    Metrics::get()
-                        .client_timeouts
-                        .with_label_values(&["h2_preface"])
-                        .inc();
+                    this.expired.inc();
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "no HTTP/2 preface within client_header_timeout",

@@ -356,6 +356,47 @@ impl Settings {
     }
 }
 
+/// An `openapi_url` taken apart: `host:port` to connect to, the Host header, and the target.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SpecUrl {
+    /// `host:port` (port 80 when the URL names none).
+    pub authority: String,
+    /// The request target (path and query).
+    pub target: String,
+}
+
+/// Parses an `openapi_url`: plain `http://` only, as the spec is fetched from the upstream
+/// portcullis proxies to, usually on the same host or network.
+pub fn parse_spec_url(url: &str) -> Result<SpecUrl, String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "{url:?} is not an http:// URL (the spec is fetched from the upstream, e.g. \"http://127.0.0.1:8000/openapi.json\")"
+        ));
+    };
+    let (authority, target) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("{url:?} has no host (or has user info)"));
+    }
+    if target.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!("{url:?} has spaces or control bytes in its path"));
+    }
+    let has_port = match authority.rfind(']') {
+        Some(close) => authority[close..].contains(':'),
+        None => authority.contains(':'),
+    };
+    let authority = match has_port {
+        true => authority.to_string(),
+        false => format!("{authority}:80"),
+    };
+    Ok(SpecUrl {
+        authority,
+        target: target.to_string(),
+    })
+}
+
 /// 1-based line number of byte offset `at` in `text`.
 pub(crate) fn line_of(text: &str, at: usize) -> usize {
     text.as_bytes()[..at.min(text.len())]

@@ -727,7 +727,7 @@ fn api(c: &mut Check, a: &RawApi, resolve_path: &dyn Fn(&str) -> PathBuf) -> Api
                 }
             }
         }
-        (None, Some(url)) => match crate::api::parse_url(url) {
+        (None, Some(url)) => match parse_spec_url(url) {
             Ok(_) => Some(ApiSource::Url(url.clone())),
             Err(e) => {
                 c.err("api.openapi_url", e);

@@ -69,7 +69,10 @@ impl ServerApp for Edge {
         // HTTP/2 over TLS: Pingora would wait for the client's preface forever.
         let stream = match stream.selected_alpn_proto() {
             Some(pingora::protocols::ALPN::H2) => {
-                crate::preface::PrefaceDeadline::wrap(stream, header_time)
+                let expired = Metrics::get()
+                    .client_timeouts
+                    .with_label_values(&["h2_preface"]);
+                crate::preface::PrefaceDeadline::wrap(stream, header_time, expired)
             }
             _ => stream,
         };
