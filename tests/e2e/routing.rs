@@ -255,8 +255,13 @@ async fn portcullis_picks_the_route_nginx_picks_for_every_encoded_path() {
         corpus.len(),
         differ.join("\n")
     );
-    // The corpus exercises refusals and every route.
+    // The corpus exercises refusals and every route; the gateway's own refusals are counted
+    // under their reason.
     assert!(refused >= 10, "{refused} refused");
+    let bad_path = gw
+        .metric("portcullis_malformed_total", &[("reason", "bad_path")])
+        .await;
+    assert!(bad_path >= 1.0, "{bad_path}");
     // Forwarded as sent: every target the upstreams got is one of the corpus, unchanged.
     let seen = targets.lock().unwrap().clone();
     let routed = corpus.len() - refused;

@@ -403,6 +403,9 @@ async fn connect_is_refused_and_counted_against_the_forwarded_client() {
     assert_eq!(status_as(&gw, "198.51.100.9", "/api").await, 403);
     assert_eq!(status_as(&gw, "198.51.100.10", "/api").await, 200);
     assert_eq!(paths.lock().unwrap().clone(), vec!["/api".to_string()]);
+    // Counted under its own reason.
+    let reason = &[("reason", "connect")];
+    assert_eq!(gw.metric("portcullis_malformed_total", reason).await, 1.0);
 }
 
 /// The status codes of every response in `raw`, in order.

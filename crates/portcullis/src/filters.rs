@@ -234,6 +234,53 @@ pub fn offense(rt: &Runtime, client: IpAddr, kind: OffenseKind, now: u64) {
     }
 }
 
+/// Why a request was refused as malformed: the `reason` of `portcullis_malformed_total`. Only
+/// protocol violations are: a client that cancels or goes away never is (`proxy.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// Bytes that are not an HTTP request header (Pingora's 400).
+    BadHeader,
+    /// A `CONNECT` to a reverse proxy (open-proxy scanners; 405).
+    Connect,
+    /// A header slower than `client_header_timeout` (slowloris; 408).
+    HeaderTimeout,
+    /// A body slower than `client_body_timeout` (408).
+    BodyTimeout,
+    /// A body that cannot be read as its framing says, or an HTTP/2 protocol error (400).
+    BadBody,
+    /// A path that cannot be normalized safely (400).
+    BadPath,
+    /// A Host that is no host (400).
+    BadHost,
+}
+
+impl Malformed {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Malformed::BadHeader => "bad_header",
+            Malformed::Connect => "connect",
+            Malformed::HeaderTimeout => "header_timeout",
+            Malformed::BodyTimeout => "body_timeout",
+            Malformed::BadBody => "bad_body",
+            Malformed::BadPath => "bad_path",
+            Malformed::BadHost => "bad_host",
+        }
+    }
+}
+
+/// Counts a malformed request under its `reason` and makes it an offense of `client`'s (when
+/// the client is known).
+pub fn malformed(rt: &Runtime, client: Option<IpAddr>, reason: Malformed, now: u64) {
+    FilterMetrics::get()
+        .malformed
+        .with_label_values(&[reason.as_str()])
+        .inc();
+    if let Some(client) = client {
+        offense(rt, client, OffenseKind::Malformed, now);
+    }
+}
+
 /// `Banned` or `Denied` when the client at `client` (its address, matched against `deny`) may
 /// not be served at `now`.
 pub fn banned_now(rt: &Runtime, client: IpAddr, now: u64) -> Option<Decision> {
@@ -301,7 +348,7 @@ fn admit(
     // upstream building URLs from it would send its users elsewhere.
     if req.host.is_some_and(|h| !crate::routes::valid_host(h)) {
         ctx.decision = Decision::Malformed;
-        offense(rt, req.client, OffenseKind::Malformed, now);
+        malformed(rt, Some(req.client), Malformed::BadHost, now);
         return Err(Answer::Status {
             status: 400,
             retry_after: None,
@@ -359,7 +406,7 @@ fn admit(
     if let Err(why) = normalized {
         tracing::debug!(client = %req.client, path = req.path, %why, "path refused");
         ctx.decision = Decision::Malformed;
-        offense(rt, req.client, OffenseKind::Malformed, now);
+        malformed(rt, Some(req.client), Malformed::BadPath, now);
         return Err(Answer::Status {
             status: 400,
             retry_after: None,

@@ -145,6 +145,8 @@ pub struct FilterMetrics {
     pub probe_hits: IntCounterVec,
     /// `portcullis_inflight_rejections_total{scope}`: `client` or `total`.
     pub inflight_rejections: IntCounterVec,
+    /// `portcullis_malformed_total{reason}`: requests refused as malformed, by what was wrong.
+    pub malformed: IntCounterVec,
 }
 
 impl FilterMetrics {
@@ -170,6 +172,12 @@ impl FilterMetrics {
                 &["scope"]
             )
             .expect("register portcullis_inflight_rejections_total"),
+            malformed: register_int_counter_vec!(
+                "portcullis_malformed_total",
+                "Requests refused as malformed (each a malformed offense), by reason.",
+                &["reason"]
+            )
+            .expect("register portcullis_malformed_total"),
         })
     }
 }

@@ -16,10 +16,9 @@ use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
-use portcullis_policy::reputation::OffenseKind;
 use portcullis_policy::time::{Clock, SystemClock};
 
-use crate::filters::{Answer, RequestFacts};
+use crate::filters::{Answer, Malformed, RequestFacts};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::upstream::Upstream;
@@ -291,9 +290,12 @@ pub(crate) fn refused(
         Some(req) => Some(client_of(rt, peer, req)),
         None => (!rt.client_ip.is_trusted(peer)).then_some(peer),
     });
-    if let Some(client) = client {
-        crate::filters::offense(rt, client, OffenseKind::Malformed, SystemClock.now_ms());
-    }
+    let reason = match status {
+        405 => Malformed::Connect,
+        408 => Malformed::HeaderTimeout,
+        _ => Malformed::BadHeader,
+    };
+    crate::filters::malformed(rt, client, reason, SystemClock.now_ms());
     rt.request_counter(None, Decision::Malformed).inc();
     Metrics::get().response_counter(status).inc();
     rt.access_log
@@ -626,8 +628,12 @@ impl ProxyHttp for Gateway {
             }
         } else if code == 400 || code == 408 {
             ctx.decision = Decision::Malformed;
-            if let (Some(rt), Some(client)) = (ctx.rt.as_ref(), ctx.client) {
-                crate::filters::offense(rt, client, OffenseKind::Malformed, SystemClock.now_ms());
+            let reason = match code {
+                408 => Malformed::BodyTimeout,
+                _ => Malformed::BadBody,
+            };
+            if let Some(rt) = ctx.rt.as_ref() {
+                crate::filters::malformed(rt, ctx.client, reason, SystemClock.now_ms());
             }
         }
         if code > 0 {
