@@ -424,7 +424,10 @@ async fn websocket_sessions(port: u16, count: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn websocket_upgrade_relays_both_ways() {
-    let gw = gateway_to(http_upstream().await).start().await;
+    let gw = gateway_to(http_upstream().await)
+        .route("websocket = true")
+        .start()
+        .await;
     let broken = websocket_sessions(gw.port, 10).await;
     assert!(
         broken.is_empty(),
@@ -435,7 +438,10 @@ async fn websocket_upgrade_relays_both_ways() {
     // When the 101 is read before the upgrade request's own end of body, pingora 0.9.1 took
     // that end for the end of the tunnel and closed it after the 101 (pingora#946; patched in
     // vendor/pingora-proxy). An upstream that answers at once makes that order the common one.
-    let gw = gateway_to(eager_ws_upstream().await).start().await;
+    let gw = gateway_to(eager_ws_upstream().await)
+        .route("websocket = true")
+        .start()
+        .await;
     let broken = websocket_sessions(gw.port, 40).await;
     assert!(
         broken.is_empty(),
@@ -448,6 +454,7 @@ async fn websocket_upgrade_relays_both_ways() {
 async fn a_silent_websocket_is_closed_after_read_timeout() {
     let gw = gateway_to(http_upstream().await)
         .upstream("read_timeout = \"300ms\"")
+        .route("websocket = true")
         .start()
         .await;
     let upgrade =
@@ -656,4 +663,26 @@ async fn http2_bodies_over_client_max_body_size_get_413() {
             .await,
         2.0
     );
+}
+
+/// `[[route]] websocket`: a tunnel passes no filter after its 101, so only routes that allow
+/// it upgrade (off by default, as nginx upgrades only where configured); elsewhere an upgrade
+/// is refused 403 before the upstream.
+#[tokio::test]
+async fn upgrades_only_on_routes_that_allow_them() {
+    let upstream = http_upstream().await;
+    let gw = gateway_to(upstream)
+        .extra("[[route]]\npath = \"/ws\"\nupstream = \"api\"\nwebsocket = true\n")
+        .start()
+        .await;
+    let refused =
+        b"GET /chat HTTP/1.1\r\nhost: api\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n";
+    let (_, _, head) = send_raw(gw.port, refused, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let allowed =
+        b"GET /ws HTTP/1.1\r\nhost: api\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n";
+    let (_, _, head) = send_raw(gw.port, allowed, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let decided = [("decision", "upgrade_refused")];
+    assert_eq!(gw.metric("portcullis_requests_total", &decided).await, 1.0);
 }

@@ -174,6 +174,8 @@ pub struct RequestFacts<'a> {
     pub user_agent: Option<&'a [u8]>,
     /// The body length the request declares (`Content-Length`); 0 when it declares none.
     pub declared_body: u64,
+    /// The request asks to upgrade the connection (WebSocket).
+    pub upgrade: bool,
 }
 
 /// Runs every filter on a request, in order: ban check, probe match, route, body size, rate
@@ -196,6 +198,16 @@ pub async fn decide(
         Err(answer) => return Some(answer),
     };
     ctx.route = Some(route);
+
+    // A tunnel passes no filter after its 101: only routes that say so may open one.
+    if req.upgrade && !rt.settings.routes[route].websocket {
+        ctx.decision = Decision::UpgradeRefused;
+        return Some(Answer::Status {
+            status: 403,
+            retry_after: None,
+            close: true,
+        });
+    }
 
     // A declared body over the limit is refused before it is read, and before any limit
     // spends a token on it (nginx checks client_max_body_size first too).
@@ -634,6 +646,7 @@ probe = 2
             raw_path: path.as_bytes(),
             user_agent: None,
             declared_body: 0,
+            upgrade: false,
         }
     }
 

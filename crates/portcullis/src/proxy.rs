@@ -57,11 +57,13 @@ pub enum Decision {
     UnknownRoute,
     /// The path is in the API's spec, the method is not (405).
     MethodNotAllowed,
+    /// An upgrade (WebSocket) on a route without `websocket = true` (403).
+    UpgradeRefused,
 }
 
 impl Decision {
     /// Every decision, in declaration order (`as usize` indexes this).
-    pub const ALL: [Decision; 15] = [
+    pub const ALL: [Decision; 16] = [
         Decision::Undecided,
         Decision::Proxied,
         Decision::Delayed,
@@ -77,6 +79,7 @@ impl Decision {
         Decision::UpstreamError,
         Decision::UnknownRoute,
         Decision::MethodNotAllowed,
+        Decision::UpgradeRefused,
     ];
 
     /// The metric label.
@@ -97,6 +100,7 @@ impl Decision {
             Decision::UpstreamError => "upstream_error",
             Decision::UnknownRoute => "unknown_route",
             Decision::MethodNotAllowed => "method_not_allowed",
+            Decision::UpgradeRefused => "upgrade_refused",
         }
     }
 }
@@ -390,6 +394,7 @@ impl ProxyHttp for Gateway {
             raw_path: origin_form(req.raw_path()),
             user_agent: req.headers.get("user-agent").map(|v| v.as_bytes()),
             declared_body: declared_body_len(session),
+            upgrade: session.is_upgrade_req(),
         };
         match crate::filters::decide(&rt, ctx, &facts, now).await {
             None => Ok(false),

@@ -109,6 +109,7 @@ mod tests {
             upstream: 0,
             zones: vec![],
             max_body: None,
+            websocket: false,
         }
     }
 

@@ -188,6 +188,10 @@ pub struct RouteSettings {
     pub zones: Vec<usize>,
     /// Largest request body accepted on this route; `None`: no limit.
     pub max_body: Option<u64>,
+    /// Requests may upgrade (WebSocket) on this route. After the `101` a tunnel passes no
+    /// filter, so only routes that serve WebSockets should allow it (nginx too upgrades only
+    /// where `proxy_set_header Upgrade` is configured).
+    pub websocket: bool,
 }
 
 /// What to do with a request that matched a probe rule or a ban.

@@ -130,6 +130,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub rate_limit: Vec<String>,
     pub client_max_body_size: Option<RawSize>,
+    pub websocket: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -500,6 +500,7 @@ pub(super) fn validate(
             upstream,
             zones,
             max_body,
+            websocket: r.websocket.unwrap_or(false),
         });
     }
     if routes.is_empty() && c.errors.is_empty() {

@@ -131,6 +131,8 @@ impl<'r, 'b> Simple<'r, 'b> {
             raw_path: self.target.as_bytes(),
             user_agent: self.user_agent,
             declared_body: 0,
+            // Upgrades go to HttpProxy (`Simple::new`).
+            upgrade: false,
         }
     }
 
