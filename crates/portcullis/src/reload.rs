@@ -46,9 +46,17 @@ pub fn reload(path: &Path, shared: &ArcSwap<Runtime>) -> Result<(), Vec<String>>
         || old.threads != settings.server.threads
         || old.keepalive_requests != settings.server.keepalive_requests
         || old.reuseport != settings.server.reuseport
+        // HttpProxy's upstream pool is sized at start (the fast path's follows the reload).
+        || old.upstream_keepalive != settings.server.upstream_keepalive
     {
         tracing::warn!(
-            "listener, state_dir, threads, keepalive_requests and reuseport changes take effect on restart only"
+            "listener, state_dir, threads, keepalive_requests, reuseport and upstream_keepalive changes take effect on restart only"
+        );
+    }
+    if old.keepalive_timeout != settings.server.keepalive_timeout {
+        // Pingora's HTTP/2 idle timeout is set from it when the listeners start.
+        tracing::warn!(
+            "keepalive_timeout applies to HTTP/1 at once; for HTTP/2 connections after a restart"
         );
     }
     match Runtime::build(settings, Some(&previous)) {
