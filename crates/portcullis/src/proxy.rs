@@ -232,6 +232,37 @@ impl Gateway {
     }
 }
 
+/// nginx's `proxy_request_buffering`, for the bodies that fit in `client_body_buffer_size`:
+/// one whose declared length fits is read whole, each read within `client_body_timeout`,
+/// before the upstream is contacted, so a client trickling its body holds no upstream
+/// connection. Pingora sends the buffer (its retry buffer) first and reads nothing more.
+/// Larger bodies, bodies of unknown length and `Expect: 100-continue` requests (the client
+/// waits for the upstream's word) are streamed, each read still within `client_body_timeout`.
+async fn buffer_body(session: &mut Session, server: &crate::config::ServerSettings) -> Result<()> {
+    let declared = declared_body_len(session);
+    let expects = session
+        .req_header()
+        .headers
+        .contains_key(http::header::EXPECT);
+    if !server.proxy_request_buffering
+        || declared == 0
+        || declared > server.client_body_buffer_size as u64
+        || expects
+        || session.is_upgrade_req()
+    {
+        return Ok(());
+    }
+    session.as_mut().enable_retry_buffering();
+    // The client's failures (a timeout, a close) are the downstream's, as when streaming.
+    while session
+        .read_request_body()
+        .await
+        .map_err(|e| e.into_down())?
+        .is_some()
+    {}
+    Ok(())
+}
+
 /// The body length the request declares (`Content-Length`); 0 when it declares none.
 fn declared_body_len(session: &Session) -> u64 {
     session
@@ -397,7 +428,10 @@ impl ProxyHttp for Gateway {
             upgrade: session.is_upgrade_req(),
         };
         match crate::filters::decide(&rt, ctx, &facts, now).await {
-            None => Ok(false),
+            None => {
+                buffer_body(session, &rt.settings.server).await?;
+                Ok(false)
+            }
             Some(answer) => self.answer(session, ctx, answer).await,
         }
     }

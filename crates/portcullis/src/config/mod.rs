@@ -129,6 +129,12 @@ pub struct ServerSettings {
     /// Pass on header fields whose name holds an underscore (nginx's
     /// `underscores_in_headers`, off by default: such fields are dropped).
     pub underscores_in_headers: bool,
+    /// Read a request body whole before contacting the upstream when its declared length is
+    /// at most `client_body_buffer_size` (nginx's `proxy_request_buffering`).
+    pub proxy_request_buffering: bool,
+    /// Largest body read whole before the upstream is contacted (at most 64 KiB, Pingora's
+    /// body buffer).
+    pub client_body_buffer_size: usize,
     /// Serve plain HTTP/1.1 requests without a body on portcullis's own relay instead of
     /// Pingora's `HttpProxy` (see `fast`); everything else goes to `HttpProxy` either way.
     pub fast_path: bool,

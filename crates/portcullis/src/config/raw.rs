@@ -49,6 +49,8 @@ pub struct RawServer {
     pub client_body_timeout: Option<String>,
     pub send_timeout: Option<String>,
     pub underscores_in_headers: Option<bool>,
+    pub proxy_request_buffering: Option<bool>,
+    pub client_body_buffer_size: Option<RawSize>,
     pub fast_path: Option<bool>,
     pub reuseport: Option<bool>,
 }

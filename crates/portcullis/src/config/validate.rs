@@ -220,6 +220,9 @@ fn locate_in(table: &dyn TableLike, path: &str) -> Option<usize> {
     }
 }
 
+/// The most `client_body_buffer_size` may be: Pingora's body buffer (`BODY_BUF_LIMIT`).
+const BODY_BUFFER_MAX: u64 = 64 * 1024;
+
 pub(super) fn validate(
     raw: RawConfig,
     text: &str,
@@ -322,6 +325,25 @@ pub(super) fn validate(
             Duration::from_secs(60),
         ),
         underscores_in_headers: s.underscores_in_headers.unwrap_or(false),
+        proxy_request_buffering: s.proxy_request_buffering.unwrap_or(true),
+        client_body_buffer_size: {
+            let size = c
+                .size(
+                    "server.client_body_buffer_size",
+                    s.client_body_buffer_size.as_ref(),
+                    Some(BODY_BUFFER_MAX),
+                )
+                .unwrap_or(0);
+            if size > BODY_BUFFER_MAX {
+                c.err(
+                    "server.client_body_buffer_size",
+                    format!(
+                        "at most \"64k\" ({BODY_BUFFER_MAX} bytes): larger bodies are streamed"
+                    ),
+                );
+            }
+            size.min(BODY_BUFFER_MAX) as usize
+        },
         fast_path: s.fast_path.unwrap_or(true),
         reuseport: s.reuseport.unwrap_or(false),
     };
