@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,25 +103,8 @@ fn corpus() -> Vec<String> {
     out.into_iter().collect()
 }
 
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nginx_binary() -> &'static str {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("nginx is installed by scripts/setup")
-}
-
 /// nginx answering each route's name from its `location`s.
-fn start_nginx(dir: &Path, port: u16) -> Nginx {
-    let d = dir.display();
+fn start_route_nginx(dir: &Path, port: u16) -> Nginx {
     let mut locations = String::new();
     for (name, prefix) in ROUTES {
         let answer = format!("{{ default_type text/plain; return 200 \"{name}\"; }}\n");
@@ -134,34 +116,10 @@ fn start_nginx(dir: &Path, port: u16) -> Nginx {
             }
         }
     }
-    let conf = format!(
-        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{}}
-http {{
-  access_log off;
-  client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;
-  uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
-  server {{
-    listen 127.0.0.1:{port};
-{locations}  }}
-}}
-"
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new(nginx_binary())
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(dir)
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    Nginx(child)
+    start_nginx(
+        dir,
+        &format!("  server {{\n    listen 127.0.0.1:{port};\n{locations}  }}"),
+    )
 }
 
 /// One upstream per route: answers the route's name and records each request target.
@@ -223,7 +181,7 @@ async fn portcullis_picks_the_route_nginx_picks_for_every_encoded_path() {
     let gw = gateway_to(root).extra(&config).start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _nginx = start_nginx(dir.path(), port);
+    let _nginx = start_route_nginx(dir.path(), port);
     assert!(
         eventually(Duration::from_secs(5), || async {
             TcpStream::connect(("127.0.0.1", port)).await.is_ok()

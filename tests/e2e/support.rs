@@ -667,3 +667,57 @@ pub async fn get_as(gw: &Gateway, client_ip: &str, path: &str) -> reqwest::Respo
 pub async fn status_as(gw: &Gateway, client_ip: &str, path: &str) -> u16 {
     get_as(gw, client_ip, path).await.status().as_u16()
 }
+
+/// A real nginx (scripts/setup installs it), stopped when dropped.
+pub struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The nginx binary; the suite needs one (scripts/setup installs nginx-light).
+pub fn nginx_binary() -> &'static str {
+    [
+        "/usr/sbin/nginx",
+        "/usr/local/sbin/nginx",
+        "/usr/local/nginx/sbin/nginx",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("nginx is not installed: run scripts/setup")
+}
+
+/// Starts nginx in the foreground with everything it writes under `dir`, and `http` as the
+/// inside of its `http {}` block (the `server` blocks and zones of a test).
+pub fn start_nginx(dir: &Path, http: &str) -> Nginx {
+    let d = dir.display();
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;
+  uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
+{http}
+}}
+"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(nginx_binary())
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    Nginx(child)
+}

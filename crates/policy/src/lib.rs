@@ -9,6 +9,7 @@
 pub mod api;
 pub mod client;
 pub mod limiter;
+mod percent;
 pub mod persist;
 pub mod probes;
 pub mod reputation;

@@ -58,12 +58,9 @@ pub fn normalize(target: &[u8], out: &mut Vec<u8>) -> Result<(), Unsafe> {
         let byte = match target.get(i) {
             None | Some(b'?') | Some(b'#') => None,
             Some(b'%') => {
-                let hex = |at: usize| target.get(at).and_then(|b| (*b as char).to_digit(16));
-                let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
-                    return Err(Unsafe::BadEscape);
-                };
+                let decoded = crate::percent::escape_at(target, i).ok_or(Unsafe::BadEscape)?;
                 i += 2;
-                Some((hi * 16 + lo) as u8)
+                Some(decoded)
             }
             Some(b) => Some(*b),
         };

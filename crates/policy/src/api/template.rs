@@ -148,13 +148,9 @@ pub(crate) fn percent_decode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut index = 0;
     while let Some(&byte) = input.get(index) {
-        let escaped = match (byte, input.get(index + 1), input.get(index + 2)) {
-            (b'%', Some(&high), Some(&low)) => hex_value(high).zip(hex_value(low)),
-            _ => None,
-        };
-        match escaped {
-            Some((high, low)) => {
-                out.push(high << 4 | low);
+        match crate::percent::escape_at(input, index) {
+            Some(decoded) => {
+                out.push(decoded);
                 index += 3;
             }
             None => {
@@ -164,15 +160,6 @@ pub(crate) fn percent_decode(input: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -121,15 +121,6 @@ impl Decoded {
     }
 }
 
-fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Decodes `%XX` escapes of `src` into `dst`; a `%` not followed by two hex digits is kept.
 fn percent_decode_into(src: &[u8], dst: &mut Vec<u8>) -> Decoded {
     dst.clear();
@@ -138,9 +129,8 @@ fn percent_decode_into(src: &[u8], dst: &mut Vec<u8>) -> Decoded {
     let mut i = 0;
     while i < src.len() {
         let byte = src[i];
-        if byte == b'%' && i + 2 < src.len() {
-            if let (Some(high), Some(low)) = (hex_value(src[i + 1]), hex_value(src[i + 2])) {
-                let value = high << 4 | low;
+        if byte == b'%' {
+            if let Some(value) = crate::percent::escape_at(src, i) {
                 match value {
                     b'.' => seen.dot = true,
                     b'/' => seen.slash = true,
@@ -163,7 +153,7 @@ fn percent_decode_into(src: &[u8], dst: &mut Vec<u8>) -> Decoded {
 fn has_escape(bytes: &[u8]) -> bool {
     bytes
         .windows(3)
-        .any(|w| w[0] == b'%' && hex_value(w[1]).is_some() && hex_value(w[2]).is_some())
+        .any(|w| crate::percent::escape_at(w, 0).is_some())
 }
 
 /// Canonicalizes `raw_path` into `scratch.out` and reports what it noticed.
