@@ -692,3 +692,48 @@ async fn a_banned_client_loses_its_kept_alive_connection() {
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.ends_with("open: false"), "{answer}");
 }
+
+/// HTTP/2 finding 3, slow bodies: Pingora's HTTP/2 body reads have no timeout, so an h2
+/// stream trickling a body held its upstream request. A body that fits in
+/// `client_body_buffer_size` is now read before the upstream is contacted, each read within
+/// `client_body_timeout`: 408, and no upstream connection.
+#[tokio::test]
+async fn a_slow_http2_body_is_cut_before_the_upstream() {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let opened = accepted.clone();
+    let addr = listen(move |mut stream| {
+        let opened = opened.clone();
+        async move {
+            opened.fetch_add(1, Ordering::SeqCst);
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        }
+    })
+    .await;
+    let (gw, h2, port) = with_tls(gateway_to(addr).server("client_body_timeout = \"1s\"")).await;
+    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+        b"ten bytes.",
+    ))]);
+    let body = reqwest::Body::wrap_stream(first.chain(futures_util::stream::pending()));
+    let resp = h2
+        .post(format!("https://localhost:{port}/upload"))
+        .header("content-length", "100")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 408);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "the slow body reached the upstream"
+    );
+    let body = [("kind", "client_body")];
+    assert_eq!(
+        gw.metric("portcullis_client_timeouts_total", &body).await,
+        1.0
+    );
+}

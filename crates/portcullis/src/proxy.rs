@@ -253,14 +253,25 @@ async fn buffer_body(session: &mut Session, server: &crate::config::ServerSettin
         return Ok(());
     }
     session.as_mut().enable_retry_buffering();
+    // Each read is timed here too: Pingora's HTTP/2 body reads have no timeout of their own.
     // The client's failures (a timeout, a close) are the downstream's, as when streaming.
-    while session
-        .read_request_body()
-        .await
-        .map_err(|e| e.into_down())?
-        .is_some()
-    {}
-    Ok(())
+    loop {
+        let read = tokio::time::timeout(server.client_body_timeout, session.read_request_body());
+        match read.await {
+            Ok(chunk) => {
+                if chunk.map_err(|e| e.into_down())?.is_none() {
+                    return Ok(());
+                }
+            }
+            Err(_) => {
+                return Err(Error::explain(
+                    ErrorType::ReadTimedout,
+                    "request body slower than client_body_timeout",
+                )
+                .into_down())
+            }
+        }
+    }
 }
 
 /// The body length the request declares (`Content-Length`); 0 when it declares none.
