@@ -737,3 +737,36 @@ async fn a_slow_http2_body_is_cut_before_the_upstream() {
         1.0
     );
 }
+
+/// Finding 10, header sizes, as nginx's `large_client_header_buffers 4 8k`: a request line
+/// over 8 KiB is 414, a field over 8 KiB or a header over 32 KiB is 400; just under passes.
+#[tokio::test]
+async fn request_headers_are_bounded_as_nginx_bounds_them() {
+    let up = upstream().run().await;
+    let gw = gateway(&up).start().await;
+    let status = |request: String| async move {
+        let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_response(&mut conn, false).await;
+        answer.split(' ').nth(1).unwrap_or("").to_string()
+    };
+    let long_target = format!("/{}", "a".repeat(8 * 1024));
+    let request = format!("GET {long_target} HTTP/1.1\r\nhost: a\r\n\r\n");
+    assert_eq!(status(request).await, "414");
+    let cookie = "c".repeat(8 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nhost: a\r\ncookie: {cookie}\r\n\r\n");
+    assert_eq!(status(request).await, "400");
+    let fields: String = (0..6)
+        .map(|i| format!("x-f{i}: {}\r\n", "v".repeat(6000)))
+        .collect();
+    let request = format!("GET / HTTP/1.1\r\nhost: a\r\n{fields}\r\n");
+    assert_eq!(status(request).await, "400");
+    let fields: String = (0..4)
+        .map(|i| format!("x-f{i}: {}\r\n", "v".repeat(6000)))
+        .collect();
+    let request = format!("GET /fits HTTP/1.1\r\nhost: a\r\n{fields}\r\n");
+    assert_eq!(status(request).await, "200");
+    assert_eq!(up.paths(), ["/fits"]);
+    let reason = [("reason", "header_too_large")];
+    assert_eq!(gw.metric("portcullis_malformed_total", &reason).await, 3.0);
+}

@@ -157,7 +157,10 @@ pub fn bans(config: &Path, command: BansCommand) -> ExitCode {
     });
     match result {
         Ok((status, out)) if (200..300).contains(&status) => {
-            println!("{out}");
+            // A reader that stops early (`| head`, `| grep -q`) is no error of ours: println!
+            // would panic on the closed pipe.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "{out}");
             ExitCode::SUCCESS
         }
         Ok((status, out)) => {

@@ -176,6 +176,38 @@ pub struct RequestFacts<'a> {
     pub declared_body: u64,
     /// The request asks to upgrade the connection (WebSocket).
     pub upgrade: bool,
+    /// Sizes of the request header, for `large_client_header_buffers`.
+    pub header: HeaderSize,
+}
+
+/// How large a request header is, as nginx measures it against `large_client_header_buffers`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderSize {
+    /// Bytes of the request line.
+    pub request_line: usize,
+    /// Bytes of the longest header field line.
+    pub longest_field: usize,
+    /// Bytes of the whole header.
+    pub total: usize,
+}
+
+impl HeaderSize {
+    /// Measures a header from its request line's length and its fields (name, value).
+    pub fn of(request_line: usize, fields: impl Iterator<Item = (usize, usize)>) -> Self {
+        let mut size = HeaderSize {
+            request_line,
+            longest_field: 0,
+            total: request_line + 2,
+        };
+        for (name, value) in fields {
+            // "name: value\r\n"
+            let line = name + 2 + value;
+            size.longest_field = size.longest_field.max(line);
+            size.total += line + 2;
+        }
+        size.total += 2;
+        size
+    }
 }
 
 /// Runs every filter on a request, in order: ban check, probe match, route, body size, rate
@@ -264,6 +296,8 @@ pub enum Malformed {
     BadPath,
     /// A Host that is no host (400).
     BadHost,
+    /// A request line, header field or header larger than `large_client_header_buffers`.
+    HeaderTooLarge,
 }
 
 impl Malformed {
@@ -277,6 +311,7 @@ impl Malformed {
             Malformed::BadBody => "bad_body",
             Malformed::BadPath => "bad_path",
             Malformed::BadHost => "bad_host",
+            Malformed::HeaderTooLarge => "header_too_large",
         }
     }
 }
@@ -354,6 +389,29 @@ fn admit(
     if let Some(decision) = banned_now(rt, req.client, now) {
         ctx.decision = decision;
         return Err(ban_answer(rt));
+    }
+
+    // nginx's large_client_header_buffers: a request line longer than one buffer is 414, a
+    // field longer than one or a header larger than all of them 400. (Pingora has read up to
+    // 1 MiB by now; these are the answers nginx gives.)
+    let server = &rt.settings.server;
+    let too_large = if req.header.request_line > server.max_header_line {
+        Some(414)
+    } else if req.header.longest_field > server.max_header_line
+        || req.header.total > server.max_header_bytes
+    {
+        Some(400)
+    } else {
+        None
+    };
+    if let Some(status) = too_large {
+        ctx.decision = Decision::Malformed;
+        malformed(rt, Some(req.client), Malformed::HeaderTooLarge, now);
+        return Err(Answer::Status {
+            status,
+            retry_after: None,
+            close: true,
+        });
     }
 
     // A Host that is no host (`a@evil`, spaces, a path) is refused as nginx refuses it: an
@@ -647,6 +705,7 @@ probe = 2
             user_agent: None,
             declared_body: 0,
             upgrade: false,
+            header: HeaderSize::default(),
         }
     }
 

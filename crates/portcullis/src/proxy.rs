@@ -437,6 +437,10 @@ impl ProxyHttp for Gateway {
             user_agent: req.headers.get("user-agent").map(|v| v.as_bytes()),
             declared_body: declared_body_len(session),
             upgrade: session.is_upgrade_req(),
+            header: crate::filters::HeaderSize::of(
+                req.method.as_str().len() + 1 + req.raw_path().len() + 9,
+                req.headers.iter().map(|(n, v)| (n.as_str().len(), v.len())),
+            ),
         };
         match crate::filters::decide(&rt, ctx, &facts, now).await {
             None => {

@@ -129,6 +129,11 @@ pub struct ServerSettings {
     /// Pass on header fields whose name holds an underscore (nginx's
     /// `underscores_in_headers`, off by default: such fields are dropped).
     pub underscores_in_headers: bool,
+    /// Longest request line or header field (nginx's `large_client_header_buffers` size).
+    pub max_header_line: usize,
+    /// Most bytes of a whole request header (nginx's `large_client_header_buffers` number ×
+    /// size).
+    pub max_header_bytes: usize,
     /// Read a request body whole before contacting the upstream when its declared length is
     /// at most `client_body_buffer_size` (nginx's `proxy_request_buffering`).
     pub proxy_request_buffering: bool,

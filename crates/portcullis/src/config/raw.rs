@@ -50,6 +50,7 @@ pub struct RawServer {
     pub send_timeout: Option<String>,
     pub underscores_in_headers: Option<bool>,
     pub proxy_request_buffering: Option<bool>,
+    pub large_client_header_buffers: Option<String>,
     pub client_body_buffer_size: Option<RawSize>,
     pub fast_path: Option<bool>,
     pub reuseport: Option<bool>,

@@ -345,3 +345,30 @@ fn api_errors_name_the_key_and_line() {
     .unwrap();
     assert_eq!(url.api.map(|a| a.unknown), Some(UnknownRoute::Log));
 }
+
+#[test]
+fn large_client_header_buffers_reads_as_nginx_writes_it() {
+    let s = parse(MINIMAL).unwrap();
+    assert_eq!(
+        (s.server.max_header_line, s.server.max_header_bytes),
+        (8192, 32768)
+    );
+    let text = MINIMAL.replace(
+        "listen = [\"127.0.0.1:8080\"]",
+        "listen = [\"127.0.0.1:8080\"]\nlarge_client_header_buffers = \"8 16k\"",
+    );
+    let s = parse(&text).unwrap();
+    assert_eq!(
+        (s.server.max_header_line, s.server.max_header_bytes),
+        (16384, 131072)
+    );
+    for bad in ["8k", "4 8k 1", "0 8k", "4 100", "4 1m", "four 8k"] {
+        let text = MINIMAL.replace(
+            "listen = [\"127.0.0.1:8080\"]",
+            &format!("listen = [\"127.0.0.1:8080\"]\nlarge_client_header_buffers = \"{bad}\""),
+        );
+        let errors = parse(&text).unwrap_err();
+        assert_eq!(errors[0].key, "server.large_client_header_buffers", "{bad}");
+        assert_eq!(errors[0].line, Some(4), "{bad}");
+    }
+}

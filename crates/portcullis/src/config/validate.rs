@@ -220,6 +220,37 @@ fn locate_in(table: &dyn TableLike, path: &str) -> Option<usize> {
     }
 }
 
+/// `large_client_header_buffers = "4 8k"` as nginx writes it: (number, size). The size bounds
+/// the request line and each header field, number × size the whole header; at most 1 MiB in
+/// all, the most Pingora reads.
+fn header_buffers(c: &mut Check, value: Option<&str>) -> (usize, usize) {
+    const KEY: &str = "server.large_client_header_buffers";
+    let default = (4, 8 * 1024);
+    let Some(text) = value else {
+        return default;
+    };
+    let mut parts = text.split_whitespace();
+    let parsed = match (parts.next(), parts.next(), parts.next()) {
+        (Some(number), Some(size), None) => number
+            .parse::<usize>()
+            .ok()
+            .zip(parse_size(size).and_then(|s| usize::try_from(s).ok())),
+        _ => None,
+    };
+    match parsed {
+        Some((number, size)) if number >= 1 && size >= 1024 && number * size <= 1_048_575 => {
+            (number, size)
+        }
+        _ => {
+            c.err(
+                KEY,
+                format!("{text:?} is not \"NUMBER SIZE\" as nginx writes it (e.g. \"4 8k\"; size at least 1k, at most 1m in all)"),
+            );
+            default
+        }
+    }
+}
+
 /// The most `client_body_buffer_size` may be: Pingora's body buffer (`BODY_BUF_LIMIT`).
 const BODY_BUFFER_MAX: u64 = 64 * 1024;
 
@@ -240,6 +271,7 @@ pub(super) fn validate(
 
     // [server]
     let s = &raw.server;
+    let header_buffers = header_buffers(&mut c, s.large_client_header_buffers.as_deref());
     let listen: Vec<SocketAddr> = s
         .listen
         .iter()
@@ -325,6 +357,8 @@ pub(super) fn validate(
             Duration::from_secs(60),
         ),
         underscores_in_headers: s.underscores_in_headers.unwrap_or(false),
+        max_header_line: header_buffers.1,
+        max_header_bytes: header_buffers.0 * header_buffers.1,
         proxy_request_buffering: s.proxy_request_buffering.unwrap_or(true),
         client_body_buffer_size: {
             let size = c

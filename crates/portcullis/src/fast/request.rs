@@ -133,6 +133,11 @@ impl<'r, 'b> Simple<'r, 'b> {
             declared_body: 0,
             // Upgrades go to HttpProxy (`Simple::new`).
             upgrade: false,
+            header: crate::filters::HeaderSize::of(
+                // "METHOD target HTTP/1.1"
+                self.method.len() + 1 + self.target.len() + 9,
+                self.headers.iter().map(|h| (h.name.len(), h.value.len())),
+            ),
         }
     }
 
