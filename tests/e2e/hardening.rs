@@ -770,3 +770,31 @@ async fn request_headers_are_bounded_as_nginx_bounds_them() {
     let reason = [("reason", "header_too_large")];
     assert_eq!(gw.metric("portcullis_malformed_total", &reason).await, 3.0);
 }
+
+/// Finding 10, request lengths: `Content-Length: 5, 5` or `+5` is refused 400 (the upstream
+/// might read another length than the gateway did); `0005` reaches the upstream as `5`.
+#[tokio::test]
+async fn request_content_lengths_are_digits_and_forwarded_plain() {
+    let up = upstream().run().await;
+    let gw = gateway(&up).start().await;
+    for length in ["5, 5", "+5"] {
+        let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        let request =
+            format!("POST /a HTTP/1.1\r\nhost: a\r\ncontent-length: {length}\r\n\r\nhello");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_response(&mut conn, false).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{length}: {answer}");
+    }
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(b"POST /b HTTP/1.1\r\nhost: a\r\ncontent-length: 0005\r\n\r\nhello")
+        .await
+        .unwrap();
+    let answer = read_response(&mut conn, false).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1, "{:?}", up.paths());
+    assert_eq!(
+        seen[0].headers.get("content-length").map(String::as_str),
+        Some("5")
+    );
+}

@@ -274,6 +274,16 @@ async fn buffer_body(session: &mut Session, server: &crate::config::ServerSettin
     }
 }
 
+/// True when `req` has no `Content-Length`, or one of ASCII digits only.
+fn request_length_valid(req: &RequestHeader) -> bool {
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => true,
+        (Some(one), None) => crate::fast::content_length(one.as_bytes()).is_some(),
+        (Some(_), Some(_)) => false,
+    }
+}
+
 /// The body length the request declares (`Content-Length`); 0 when it declares none.
 fn declared_body_len(session: &Session) -> u64 {
     session
@@ -426,6 +436,15 @@ impl ProxyHttp for Gateway {
             ctx.decision = Decision::Malformed;
             return self.refuse(session, 400, "400 Bad Request\n", &[]).await;
         };
+        // One Content-Length of digits only: `5, 5` or `+5` is read one way by Pingora and
+        // maybe another by the upstream. (A leading-zero length is rewritten on the way out.)
+        if !request_length_valid(session.req_header()) {
+            ctx.decision = Decision::Malformed;
+            let client = client_of(&rt, peer, session.req_header());
+            crate::filters::malformed(&rt, Some(client), Malformed::BadHeader, now);
+            session.set_keepalive(None);
+            return self.refuse(session, 400, "400 Bad Request\n", &[]).await;
+        }
         let req = session.req_header();
         let facts = RequestFacts {
             peer,
@@ -509,6 +528,14 @@ impl ProxyHttp for Gateway {
         }
         // Connected: a failure from here on is a proxy failure, not a connect failure.
         ctx.connect_failed = false;
+        // `0005` forwarded as `5`: the upstream reads the length request_filter validated.
+        let length = upstream_request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| crate::fast::content_length(v.as_bytes()));
+        if let Some(length) = length {
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, length.to_string())?;
+        }
         // nginx's underscores_in_headers off: a field named with `_` is dropped, so a backend
         // that maps `-` to `_` (CGI, WSGI) cannot be handed X_Forwarded_For by the client.
         if !ctx
