@@ -301,6 +301,18 @@ pub enum Malformed {
 }
 
 impl Malformed {
+    /// Every reason, for exporting each from the start.
+    pub const ALL: [Malformed; 8] = [
+        Malformed::BadHeader,
+        Malformed::Connect,
+        Malformed::HeaderTimeout,
+        Malformed::BodyTimeout,
+        Malformed::BadBody,
+        Malformed::BadPath,
+        Malformed::BadHost,
+        Malformed::HeaderTooLarge,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -117,6 +117,10 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Every kind exported from the start at 0, so a dashboard shows 0, not "no data".
+        for kind in ["send", "client_body", "h2_preface"] {
+            m.client_timeouts.with_label_values(&[kind]);
+        }
         m
     }
 }
@@ -172,12 +176,19 @@ impl FilterMetrics {
                 &["scope"]
             )
             .expect("register portcullis_inflight_rejections_total"),
-            malformed: register_int_counter_vec!(
+            malformed: {
+                let malformed = register_int_counter_vec!(
                 "portcullis_malformed_total",
                 "Requests refused as malformed (each a malformed offense), by reason.",
                 &["reason"]
             )
-            .expect("register portcullis_malformed_total"),
+            .expect("register portcullis_malformed_total");
+                // Every reason exported from the start at 0.
+                for reason in crate::filters::Malformed::ALL {
+                    malformed.with_label_values(&[reason.as_str()]);
+                }
+                malformed
+            },
         })
     }
 }
