@@ -148,6 +148,16 @@ impl Answer {
         }
     }
 
+    /// A refusal with `status` after which the connection is closed (its body, if any, will
+    /// not be read; or the client should not send more on it).
+    pub fn closing(status: u16) -> Answer {
+        Answer::Status {
+            status,
+            retry_after: None,
+            close: true,
+        }
+    }
+
     fn refusal(how: Refusal) -> Answer {
         match how {
             Refusal::Drop => Answer::Drop,
@@ -234,11 +244,7 @@ pub async fn decide(
     // A tunnel passes no filter after its 101: only routes that say so may open one.
     if req.upgrade && !rt.settings.routes[route].websocket {
         ctx.decision = Decision::UpgradeRefused;
-        return Some(Answer::Status {
-            status: 403,
-            retry_after: None,
-            close: true,
-        });
+        return Some(Answer::closing(403));
     }
 
     // A declared body over the limit is refused before it is read, and before any limit
@@ -246,11 +252,7 @@ pub async fn decide(
     ctx.body_limit = rt.settings.routes[route].max_body;
     if ctx.body_limit.is_some_and(|max| req.declared_body > max) {
         ctx.decision = Decision::TooLarge;
-        return Some(Answer::Status {
-            status: 413,
-            retry_after: None,
-            close: true,
-        });
+        return Some(Answer::closing(413));
     }
 
     if let Some(answer) = after_route(ctx, rt, route, key, now).await {
@@ -365,11 +367,7 @@ fn ban_action(rt: &Runtime) -> Refusal {
 pub fn ban_answer(rt: &Runtime) -> Answer {
     match ban_action(rt) {
         Refusal::Drop => Answer::Drop,
-        Refusal::Status(status) => Answer::Status {
-            status,
-            retry_after: None,
-            close: true,
-        },
+        Refusal::Status(status) => Answer::closing(status),
     }
 }
 
@@ -419,11 +417,7 @@ fn admit(
     if let Some(status) = too_large {
         ctx.decision = Decision::Malformed;
         malformed(rt, Some(req.client), Malformed::HeaderTooLarge, now);
-        return Err(Answer::Status {
-            status,
-            retry_after: None,
-            close: true,
-        });
+        return Err(Answer::closing(status));
     }
 
     // A Host that is no host (`a@evil`, spaces, a path) is refused as nginx refuses it: an
@@ -431,11 +425,7 @@ fn admit(
     if req.host.is_some_and(|h| !crate::routes::valid_host(h)) {
         ctx.decision = Decision::Malformed;
         malformed(rt, Some(req.client), Malformed::BadHost, now);
-        return Err(Answer::Status {
-            status: 400,
-            retry_after: None,
-            close: true,
-        });
+        return Err(Answer::closing(400));
     }
 
     // Decided on the path as the upstream will see it, decoded and resolved as nginx does
@@ -456,12 +446,10 @@ fn admit(
             // A request the API's spec declares is never refused by the path lists: the
             // spec knows better (`/repos/phpmyadmin/...` is a repository name there).
             if !(in_spec && path_rule(hit.category)) {
-                let action = match (probes.dry_run, probes.action) {
-                    (true, _) => "dry_run",
-                    (false, Refusal::Drop) => "drop",
-                    (false, Refusal::Status(403)) => "403",
-                    (false, Refusal::Status(404)) => "404",
-                    (false, Refusal::Status(_)) => "status",
+                let answer = Answer::refusal(probes.action);
+                let action = match probes.dry_run {
+                    true => "dry_run",
+                    false => answer_label(&answer),
                 };
                 FilterMetrics::get()
                     .probe_hits
@@ -473,7 +461,7 @@ fn admit(
                 if !probes.dry_run {
                     ctx.decision = Decision::Probe;
                     offense(rt, req.client, OffenseKind::Probe, now);
-                    return Err(Answer::refusal(probes.action));
+                    return Err(answer);
                 }
             }
         }
@@ -489,11 +477,7 @@ fn admit(
         tracing::debug!(client = %req.client, path = req.path, %why, "path refused");
         ctx.decision = Decision::Malformed;
         malformed(rt, Some(req.client), Malformed::BadPath, now);
-        return Err(Answer::Status {
-            status: 400,
-            retry_after: None,
-            close: true,
-        });
+        return Err(Answer::closing(400));
     }
 
     let host = req.host.map(host_without_port);

@@ -274,9 +274,10 @@ async fn buffer_body(session: &mut Session, server: &crate::config::ServerSettin
     }
 }
 
-/// True when `req` has no `Content-Length`, or one of ASCII digits only.
-fn request_length_valid(req: &RequestHeader) -> bool {
-    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+/// True when `headers` (a request's or a response's) hold no `Content-Length`, or one of
+/// ASCII digits only (`crate::fast::content_length`, the fast path's rule).
+fn content_length_valid(headers: &http::HeaderMap) -> bool {
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
     match (lengths.next(), lengths.next()) {
         (None, _) => true,
         (Some(one), None) => crate::fast::content_length(one.as_bytes()).is_some(),
@@ -290,8 +291,7 @@ fn declared_body_len(session: &Session) -> u64 {
         .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| crate::fast::content_length(v.as_bytes()))
         .unwrap_or(0)
 }
 
@@ -438,7 +438,7 @@ impl ProxyHttp for Gateway {
         };
         // One Content-Length of digits only: `5, 5` or `+5` is read one way by Pingora and
         // maybe another by the upstream. (A leading-zero length is rewritten on the way out.)
-        if !request_length_valid(session.req_header()) {
+        if !content_length_valid(&session.req_header().headers) {
             ctx.decision = Decision::Malformed;
             let client = client_of(&rt, peer, session.req_header());
             crate::filters::malformed(&rt, Some(client), Malformed::BadHeader, now);
@@ -617,16 +617,7 @@ impl ProxyHttp for Gateway {
         }
         // Pingora relays `Content-Length: 5, 5` or `+5` as it came; a client may read either
         // framing from it. Refused (502), as nginx and the fast path refuse it.
-        let lengths = upstream_response
-            .headers
-            .get_all(http::header::CONTENT_LENGTH);
-        let mut lengths = lengths.iter();
-        let valid = match (lengths.next(), lengths.next()) {
-            (None, _) => true,
-            (Some(one), None) => crate::fast::content_length(one.as_bytes()).is_some(),
-            (Some(_), Some(_)) => false,
-        };
-        if !valid {
+        if !content_length_valid(&upstream_response.headers) {
             return Error::e_explain(
                 ErrorType::InvalidHTTPHeader,
                 "upstream sent an invalid Content-Length",

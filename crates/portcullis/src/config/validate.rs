@@ -768,16 +768,17 @@ fn api(c: &mut Check, a: &RawApi, resolve_path: &dyn Fn(&str) -> PathBuf) -> Api
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
                 .and_then(|bytes| {
                     Spec::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
-                })
-                .and_then(|spec| {
-                    spec.with_extra_paths(&a.extra_paths)
-                        .map_err(|e| e.to_string())
                 });
             match spec {
-                Ok(spec) => Some(ApiSource::File {
-                    path,
-                    spec: Arc::new(spec),
-                }),
+                // A bad extra_paths entry is reported above, once.
+                Ok(spec) => {
+                    spec.with_extra_paths(&a.extra_paths)
+                        .ok()
+                        .map(|spec| ApiSource::File {
+                            path,
+                            spec: Arc::new(spec),
+                        })
+                }
                 Err(e) => {
                     c.err("api.openapi", e);
                     None
