@@ -271,13 +271,9 @@ pub fn offense(rt: &Runtime, client: IpAddr, kind: OffenseKind, now: u64) {
     let Some(cfg) = &rt.settings.reputation else {
         return;
     };
-    let store = &rt.filters.store;
-    if let Some(event) = store
-        .reputation
-        .offense(client, kind, cfg.weights.weight(kind), now)
-    {
-        store.record(event);
-    }
+    rt.filters
+        .store
+        .offense(client, kind, cfg.weights.weight(kind), now);
 }
 
 /// Why a request was refused as malformed: the `reason` of `portcullis_malformed_total`. Only

@@ -11,7 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use portcullis_policy::persist::{Journal, SyncPolicy};
-use portcullis_policy::reputation::{Event, Reputation, ReputationSettings, UnbanCause};
+use std::net::IpAddr;
+
+use portcullis_policy::reputation::{
+    Event, OffenseKind, Reputation, ReputationSettings, UnbanCause,
+};
 use portcullis_policy::time::{Clock, SystemClock};
 
 /// How often the writer compacts the journal into a snapshot, at the latest; the snapshot also
@@ -83,7 +87,15 @@ impl BanStore {
         })
     }
 
-    /// Logs a ban event and appends it to the journal.
+    /// Counts an offense of `weight` by the client at `addr`, recording the ban it causes.
+    /// Every offense goes through here: it is the seam where offenses leave the process.
+    pub fn offense(&self, addr: IpAddr, kind: OffenseKind, weight: u32, now_ms: u64) {
+        if let Some(event) = self.reputation.offense(addr, kind, weight, now_ms) {
+            self.record(event);
+        }
+    }
+
+    /// Logs a ban event and appends it to the journal. Every ban change goes through here.
     pub fn record(&self, event: Event) {
         log_event(&event);
         if let Some(shared) = &self.journal {
