@@ -11,6 +11,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// The current time in milliseconds since the UNIX epoch.
     fn now_ms(&self) -> u64;
+
+    /// Milliseconds on a clock that never steps back, for the rate limiter (nginx's limiter
+    /// assumes one; the wall clock used for bans can jump with NTP). A clock that cannot jump
+    /// (a test's) may return `now_ms`.
+    fn monotonic_ms(&self) -> u64 {
+        self.now_ms()
+    }
 }
 
 /// The real system clock.
@@ -23,6 +30,16 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        // Starts well above 0, so a client first seen now is never taken for "seen at 0".
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+            + 1_000_000
     }
 }
 

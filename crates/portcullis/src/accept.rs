@@ -11,8 +11,6 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::ConnectionFilter;
-use portcullis_policy::reputation::Verdict;
-use portcullis_policy::time::{Clock, SystemClock};
 use prometheus::{register_int_counter_vec, IntCounterVec};
 
 use crate::runtime::Runtime;
@@ -49,17 +47,12 @@ impl BanAtAccept {
             return true;
         }
         // The address itself: the reputation table keys it, and matches `deny` against it.
-        let reason = match rt
-            .filters
-            .store
-            .reputation
-            .check(peer.ip(), SystemClock.now_ms())
-        {
-            Verdict::Allow => return true,
-            Verdict::Banned { .. } => "banned",
-            Verdict::Denied => "denied",
+        let now = rt.gate.clock().now_ms();
+        let Some(refused_as) = rt.gate.banned_now(peer.ip(), now) else {
+            return true;
         };
-        refused().with_label_values(&[reason]).inc();
+        // "banned" or "denied".
+        refused().with_label_values(&[refused_as.as_str()]).inc();
         false
     }
 }

@@ -20,7 +20,7 @@ use pingora::proxy::Session;
 use prometheus::{register_int_counter, IntCounter};
 
 use crate::config::{AccessLogFormat, AccessLogSettings};
-use crate::proxy::{Decision, RequestCtx};
+use portcullis_gate::{Decision, Walk};
 
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
@@ -89,10 +89,10 @@ impl AccessLog {
     }
 
     /// Records one finished request.
-    pub fn record(&self, session: &Session, ctx: &RequestCtx, status: u16) {
+    pub fn record(&self, session: &Session, walk: &Walk, route: &str, status: u16) {
         let sent = session.body_bytes_sent();
         let request = RequestLine::of(session.req_header());
-        self.record_request(Some(&request), ctx, status, sent);
+        self.record_request(Some(&request), walk, route, status, sent);
     }
 
     /// Records one finished request from its parts: what the fast path has instead of a
@@ -100,18 +100,19 @@ impl AccessLog {
     pub fn record_request(
         &self,
         request: Option<&RequestLine<'_>>,
-        ctx: &RequestCtx,
+        walk: &Walk,
+        route: &str,
         status: u16,
         body_bytes: usize,
     ) {
         self.send(&Entry {
-            peer: ctx.peer,
-            client: ctx.client,
+            peer: walk.peer,
+            client: walk.client,
             request,
             status,
             body_bytes,
-            decision: ctx.decision.as_str(),
-            route: route_name(ctx),
+            decision: walk.decision.as_str(),
+            route,
         });
     }
 
@@ -294,19 +295,12 @@ fn push_request_line(line: &mut String, entry: &Entry<'_>) {
     line.push_str(req.version);
 }
 
-fn route_name(ctx: &RequestCtx) -> &str {
-    match (ctx.rt.as_ref(), ctx.route) {
-        (Some(rt), Some(r)) => rt.settings.routes[r].name.as_str(),
-        _ => "-",
-    }
-}
-
 /// Appends the address, or `-`. IPv4 without the formatting machinery: `Display` for an
 /// address was a quarter of a line's cost.
 fn push_addr(line: &mut String, addr: Option<IpAddr>) {
     match addr {
         None => line.push('-'),
-        Some(IpAddr::V4(v4)) => line.push_str(crate::proxy::ipv4_text(v4, &mut [0; 15])),
+        Some(IpAddr::V4(v4)) => line.push_str(crate::forwarding::ipv4_text(v4, &mut [0; 15])),
         Some(IpAddr::V6(v6)) => {
             let _ = write!(line, "{v6}");
         }

@@ -100,7 +100,7 @@ fn browser_request(session: &ServerSession) -> Option<&'static str> {
         return Some("requests from web pages (Origin) are not accepted");
     }
     let host = headers.get(http::header::HOST)?.to_str().ok()?;
-    let name = crate::routes::host_without_port(host);
+    let name = portcullis_gate::router::host_without_port(host);
     let literal =
         name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost");
     (!literal).then_some("Host must be an IP address or localhost (or configure token_file)")
@@ -170,7 +170,7 @@ impl AdminApp {
         let path = session.req_header().uri.path().to_string();
         let query = session.req_header().uri.query().map(str::to_string);
         let rt = self.runtime.load_full();
-        let reputation = &rt.filters.store.reputation;
+        let reputation = &rt.store.reputation;
         let now = SystemClock.now_ms();
         match (method, path.as_str()) {
             (Method::GET, "/healthz") => respond(StatusCode::OK, json!({ "status": "ok" })),
@@ -223,7 +223,7 @@ impl AdminApp {
                 let reason = req.reason.unwrap_or_else(|| "manual".into());
                 match reputation.ban(net, duration.as_millis() as u64, &reason, now) {
                     Ok(event) => {
-                        rt.filters.store.record(event.clone());
+                        rt.store.record(event.clone());
                         respond(StatusCode::CREATED, json!(event))
                     }
                     Err(e) => error(StatusCode::CONFLICT, e.to_string()),
@@ -240,7 +240,7 @@ impl AdminApp {
                 };
                 match reputation.unban(net, now) {
                     Some(event) => {
-                        rt.filters.store.record(event.clone());
+                        rt.store.record(event.clone());
                         respond(StatusCode::OK, json!(event))
                     }
                     None => error(StatusCode::NOT_FOUND, format!("{net} is not banned")),

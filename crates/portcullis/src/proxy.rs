@@ -4,7 +4,7 @@
 //! and the upstream's status feeds the reputation table. Everything that decides lives in
 //! `portcullis-policy`; this module only reads requests, writes responses and counts.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,140 +18,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 use portcullis_policy::time::{Clock, SystemClock};
 
-use crate::filters::{Answer, Malformed, RequestFacts};
+use portcullis_gate::{Answer, Decision, HeaderSize, Malformed, RequestFacts, Step};
+
+use crate::forwarding::{push_forwarded_for, upstream_error_body};
 use crate::metrics::Metrics;
+use crate::request_ctx::{KeptAlive, RequestCtx};
 use crate::runtime::Runtime;
-use crate::upstream::Upstream;
-
-/// What happened to a request; the `decision` label of `portcullis_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Decision {
-    /// Not decided yet (the request failed before a decision).
-    #[default]
-    Undecided,
-    /// Forwarded to the upstream.
-    Proxied,
-    /// Forwarded after a rate-limit delay.
-    Delayed,
-    /// Would have been rate limited, but the zone is in dry-run mode; forwarded.
-    DryRun,
-    /// No route matched.
-    NoRoute,
-    /// The client is banned.
-    Banned,
-    /// The client is in a `deny` network.
-    Denied,
-    /// The path or user agent is a known probe.
-    Probe,
-    /// Refused by a rate-limit zone.
-    RateLimited,
-    /// Refused by a concurrency cap.
-    Inflight,
-    /// The request could not be understood.
-    Malformed,
-    /// The request body is larger than the route's `client_max_body_size`.
-    TooLarge,
-    /// Routed, but the upstream failed.
-    UpstreamError,
-    /// The path is outside the API's spec (`[api] unknown = "refuse"`).
-    UnknownRoute,
-    /// The path is in the API's spec, the method is not (405).
-    MethodNotAllowed,
-    /// An upgrade (WebSocket) on a route without `websocket = true` (403).
-    UpgradeRefused,
-}
-
-impl Decision {
-    /// Every decision, in declaration order (`as usize` indexes this).
-    pub const ALL: [Decision; 16] = [
-        Decision::Undecided,
-        Decision::Proxied,
-        Decision::Delayed,
-        Decision::DryRun,
-        Decision::NoRoute,
-        Decision::Banned,
-        Decision::Denied,
-        Decision::Probe,
-        Decision::RateLimited,
-        Decision::Inflight,
-        Decision::Malformed,
-        Decision::TooLarge,
-        Decision::UpstreamError,
-        Decision::UnknownRoute,
-        Decision::MethodNotAllowed,
-        Decision::UpgradeRefused,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Undecided => "undecided",
-            Decision::Proxied => "proxied",
-            Decision::Delayed => "delayed",
-            Decision::DryRun => "dry_run",
-            Decision::NoRoute => "no_route",
-            Decision::Banned => "banned",
-            Decision::Denied => "denied",
-            Decision::Probe => "probe",
-            Decision::RateLimited => "rate_limited",
-            Decision::Inflight => "inflight_limited",
-            Decision::Malformed => "malformed",
-            Decision::TooLarge => "too_large",
-            Decision::UpstreamError => "upstream_error",
-            Decision::UnknownRoute => "unknown_route",
-            Decision::MethodNotAllowed => "method_not_allowed",
-            Decision::UpgradeRefused => "upgrade_refused",
-        }
-    }
-}
-
-/// The connection context carried from one request to the next on a kept-alive connection
-/// (see `persist_connection_context`).
-pub(crate) struct KeptAlive;
-
-/// Per-request state carried between Pingora's phases.
-#[derive(Default)]
-pub struct RequestCtx {
-    /// The configuration this request started under (a reload does not change it mid-way).
-    pub rt: Option<Arc<Runtime>>,
-    /// The client's address as found by `[client_ip]`.
-    pub client: Option<IpAddr>,
-    /// The client's identity key (IPv6 aggregated).
-    pub key: Option<IpAddr>,
-    /// The TCP peer.
-    pub peer: Option<IpAddr>,
-    /// Index of the matched route.
-    pub route: Option<usize>,
-    /// What was decided.
-    pub decision: Decision,
-    /// True when the connection should be closed without an answer.
-    pub drop_connection: bool,
-    /// The upstream server chosen, and when.
-    pub upstream: Option<(SocketAddr, Instant)>,
-    /// Connection attempts so far.
-    pub tries: usize,
-    /// True while the last connection attempt failed (counted as `connect` already).
-    pub connect_failed: bool,
-    /// Guards held while the request is in flight (released on drop).
-    /// At most two (per client, total), kept inline: no allocation per request.
-    pub inflight: smallvec::SmallVec<[crate::inflight::Guard; 2]>,
-    /// The route's `client_max_body_size`; `None`: no limit.
-    pub body_limit: Option<u64>,
-    /// Request body bytes passed on so far.
-    pub body_bytes: u64,
-    /// The client went away before its answer was written (nginx logs such a request 499).
-    pub client_gone: bool,
-    /// Counts the request as in progress on its worker (workers.rs) until it ends.
-    pub _busy: crate::workers::Busy,
-}
-
-impl RequestCtx {
-    /// The upstream group of the matched route, once the request is routed.
-    pub fn group(&self) -> Option<&Upstream> {
-        let rt = self.rt.as_ref()?;
-        rt.upstreams.get(rt.settings.routes[self.route?].upstream)
-    }
-}
 
 /// The portcullis proxy: one per process, its configuration swapped on reload.
 pub struct Gateway {
@@ -198,7 +70,7 @@ impl Gateway {
         match answer {
             Answer::Drop => Gateway::drop_connection(ctx),
             Answer::NotAllowed { allow } => {
-                let body = crate::filters::refusal_body(405);
+                let body = portcullis_gate::refusal_body(405);
                 self.refuse(session, 405, body, &[("allow", allow.to_string())])
                     .await
             }
@@ -210,7 +82,7 @@ impl Gateway {
                 if close {
                     session.set_keepalive(None);
                 }
-                let body = crate::filters::refusal_body(status);
+                let body = portcullis_gate::refusal_body(status);
                 match retry_after {
                     Some(secs) => {
                         let retry = [("retry-after", secs.to_string())];
@@ -275,12 +147,12 @@ async fn buffer_body(session: &mut Session, server: &crate::config::ServerSettin
 }
 
 /// True when `headers` (a request's or a response's) hold no `Content-Length`, or one of
-/// ASCII digits only (`crate::fast::content_length`, the fast path's rule).
+/// ASCII digits only (`crate::forwarding::content_length`, the fast path's rule).
 fn content_length_valid(headers: &http::HeaderMap) -> bool {
     let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
     match (lengths.next(), lengths.next()) {
         (None, _) => true,
-        (Some(one), None) => crate::fast::content_length(one.as_bytes()).is_some(),
+        (Some(one), None) => crate::forwarding::content_length(one.as_bytes()).is_some(),
         (Some(_), Some(_)) => false,
     }
 }
@@ -291,7 +163,7 @@ fn declared_body_len(session: &Session) -> u64 {
         .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| crate::fast::content_length(v.as_bytes()))
+        .and_then(|v| crate::forwarding::content_length(v.as_bytes()))
         .unwrap_or(0)
 }
 
@@ -351,7 +223,7 @@ pub(crate) fn refused(
         408 => Malformed::HeaderTimeout,
         _ => Malformed::BadHeader,
     };
-    crate::filters::malformed(rt, client, reason, SystemClock.now_ms());
+    rt.malformed(client, reason, &status);
     rt.request_counter(None, Decision::Malformed).inc();
     Metrics::get().response_counter(status).inc();
     rt.access_log
@@ -365,7 +237,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Self::CTX {
         // Pingora makes the context once a request header has been read.
         RequestCtx {
-            _busy: crate::workers::Busy::start(),
+            _busy: crate::load::Busy::start(),
             ..RequestCtx::default()
         }
     }
@@ -413,7 +285,6 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let rt = self.runtime.load_full();
         ctx.rt = Some(rt.clone());
-        let now = SystemClock.now_ms();
         // nginx's keepalive_timeout: left alone, Pingora keeps an idle HTTP/1.1 connection open
         // forever. Only where keep-alive is on: an HTTP/1.0 client that did not ask for it
         // waits for the close.
@@ -433,15 +304,15 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         let Some(peer) = peer else {
             // Not an inet socket (e.g. a Unix socket in tests): nothing to decide on.
-            ctx.decision = Decision::Malformed;
+            ctx.walk.decision = Decision::Malformed;
             return self.refuse(session, 400, "400 Bad Request\n", &[]).await;
         };
         // One Content-Length of digits only: `5, 5` or `+5` is read one way by Pingora and
         // maybe another by the upstream. (A leading-zero length is rewritten on the way out.)
         if !content_length_valid(&session.req_header().headers) {
-            ctx.decision = Decision::Malformed;
+            ctx.walk.decision = Decision::Malformed;
             let client = client_of(&rt, peer, session.req_header());
-            crate::filters::malformed(&rt, Some(client), Malformed::BadHeader, now);
+            rt.malformed(Some(client), Malformed::BadHeader, &"Content-Length");
             session.set_keepalive(None);
             return self.refuse(session, 400, "400 Bad Request\n", &[]).await;
         }
@@ -456,17 +327,20 @@ impl ProxyHttp for Gateway {
             user_agent: req.headers.get("user-agent").map(|v| v.as_bytes()),
             declared_body: declared_body_len(session),
             upgrade: session.is_upgrade_req(),
-            header: crate::filters::HeaderSize::of(
+            header: HeaderSize::of(
                 req.method.as_str().len() + 1 + req.raw_path().len() + 9,
                 req.headers.iter().map(|(n, v)| (n.as_str().len(), v.len())),
             ),
         };
-        match crate::filters::decide(&rt, ctx, &facts, now).await {
-            None => {
+        match rt.decide(&facts, &mut ctx.walk) {
+            Step::Forward { delay_ms } => {
+                if delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
                 buffer_body(session, &rt.settings.server).await?;
                 Ok(false)
             }
-            Some(answer) => self.answer(session, ctx, answer).await,
+            Step::Refuse(answer) => self.answer(session, ctx, answer).await,
         }
     }
 
@@ -516,15 +390,12 @@ impl ProxyHttp for Gateway {
         // The last moment before the request leaves: a client banned while this request was
         // delayed or waiting (often by its own concurrent requests' 404s) is refused here, so no
         // request reaches the upstream after its client's ban.
-        let banned = match (ctx.rt.as_ref(), ctx.client) {
-            (Some(rt), Some(client)) => {
-                crate::filters::banned_now(rt, client, SystemClock.now_ms())
-            }
-            _ => None,
+        let refused = match ctx.rt.clone() {
+            Some(rt) => rt.gate.before_upstream(&mut ctx.walk),
+            None => None,
         };
-        if let Some(decision) = banned {
-            ctx.decision = decision;
-            return Err(crate::filters::refusal_error(ctx));
+        if let Some(answer) = refused {
+            return Err(refusal_error(ctx, answer));
         }
         // Connected: a failure from here on is a proxy failure, not a connect failure.
         ctx.connect_failed = false;
@@ -532,7 +403,7 @@ impl ProxyHttp for Gateway {
         let length = upstream_request
             .headers
             .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| crate::fast::content_length(v.as_bytes()));
+            .and_then(|v| crate::forwarding::content_length(v.as_bytes()));
         if let Some(length) = length {
             upstream_request.insert_header(http::header::CONTENT_LENGTH, length.to_string())?;
         }
@@ -555,10 +426,10 @@ impl ProxyHttp for Gateway {
         }
         // As nginx's proxy_params: Host kept as sent, X-Real-IP the client, X-Forwarded-For
         // with the TCP peer appended, X-Forwarded-Proto the scheme the client used.
-        if let Some(client) = ctx.client {
+        if let Some(client) = ctx.walk.client {
             upstream_request.insert_header("x-real-ip", list_with_ip([], client)?)?;
         }
-        if let Some(peer) = ctx.peer {
+        if let Some(peer) = ctx.walk.peer {
             // Every field line, joined: the client was chosen from all of them.
             let lines = session.req_header().headers.get_all("x-forwarded-for");
             let list = list_with_ip(lines.iter().map(|v| v.as_bytes()), peer)?;
@@ -591,10 +462,10 @@ impl ProxyHttp for Gateway {
         }
         // A body without a declared length is streamed: refuse it once it passes the limit.
         // The upstream has the start of it and its connection is closed, never reused.
-        if let (Some(max), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
+        if let (Some(max), Some(chunk)) = (ctx.walk.body_limit, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > max {
-                ctx.decision = Decision::TooLarge;
+                ctx.walk.decision = Decision::TooLarge;
                 return Err(Error::explain(
                     ErrorType::HTTPStatus(413),
                     "request body larger than client_max_body_size",
@@ -612,7 +483,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         // The upstream connection's own hop-by-hop fields (`keep-alive: timeout=5` from
         // gunicorn) say nothing about the client's connection, as in nginx.
-        for name in crate::fast::HOP_BY_HOP_RESPONSE {
+        for name in crate::forwarding::HOP_BY_HOP_RESPONSE {
             upstream_response.remove_header(name);
         }
         // Pingora relays `Content-Length: 5, 5` or `+5` as it came; a client may read either
@@ -628,12 +499,8 @@ impl ProxyHttp for Gateway {
             (ctx.rt.as_ref(), ctx.group(), ctx.upstream)
         {
             upstream.latency.observe(started.elapsed().as_secs_f64());
-            crate::filters::upstream_status(
-                ctx,
-                rt,
-                upstream_response.status.as_u16(),
-                SystemClock.now_ms(),
-            );
+            rt.gate
+                .on_response(&ctx.walk, upstream_response.status.as_u16(), &rt.reporter);
         }
         Ok(())
     }
@@ -693,19 +560,19 @@ impl ProxyHttp for Gateway {
             },
         };
         if code == 502 || code == 504 {
-            ctx.decision = Decision::UpstreamError;
+            ctx.walk.decision = Decision::UpstreamError;
             // Connect failures were counted (and logged) as `connect` by fail_to_connect.
             if let (Some(upstream), false) = (ctx.group(), ctx.connect_failed) {
                 upstream.failed(e);
             }
         } else if code == 400 || code == 408 {
-            ctx.decision = Decision::Malformed;
+            ctx.walk.decision = Decision::Malformed;
             let reason = match code {
                 408 => Malformed::BodyTimeout,
                 _ => Malformed::BadBody,
             };
             if let Some(rt) = ctx.rt.as_ref() {
-                crate::filters::malformed(rt, ctx.client, reason, SystemClock.now_ms());
+                rt.malformed(ctx.walk.client, reason, e);
             }
         }
         if code > 0 {
@@ -731,15 +598,32 @@ impl ProxyHttp for Gateway {
             None => 0,
         };
         if let Some(rt) = ctx.rt.as_ref() {
-            rt.request_counter(ctx.route, ctx.decision).inc();
+            rt.request_counter(ctx.walk.route, ctx.walk.decision).inc();
         }
         if status > 0 {
             Metrics::get().response_counter(status).inc();
         }
         if let Some(rt) = ctx.rt.as_ref() {
-            rt.access_log.record(session, ctx, status);
+            rt.access_log
+                .record(session, &ctx.walk, rt.route_name(ctx.walk.route), status);
         }
-        ctx.inflight.clear();
+        ctx.walk.inflight.clear();
+    }
+}
+
+/// The last-moment ban refusal as an error, for the phases that can no longer write a response
+/// themselves: `fail_to_proxy` answers with the status, or closes the connection for a drop.
+fn refusal_error(ctx: &mut RequestCtx, answer: Answer) -> Box<Error> {
+    match answer {
+        Answer::Drop => match Gateway::drop_connection(ctx) {
+            Err(e) => e,
+            Ok(_) => Error::explain(ErrorType::ConnectionClosed, "closed by policy"),
+        },
+        Answer::Status { status, .. } => Error::explain(
+            ErrorType::HTTPStatus(status),
+            "client banned while its request was in flight",
+        ),
+        Answer::NotAllowed { .. } => Error::explain(ErrorType::HTTPStatus(405), "refused"),
     }
 }
 
@@ -779,18 +663,6 @@ fn innermost(e: &Error) -> &Error {
     inner
 }
 
-/// The body of an error answer with `code` (a refusal's, or an upstream failure's).
-pub(crate) fn upstream_error_body(code: u16) -> &'static str {
-    match code {
-        502 => "502 Bad Gateway: the upstream is unavailable\n",
-        504 => "504 Gateway Timeout: the upstream did not answer in time\n",
-        400 => "400 Bad Request\n",
-        408 => "408 Request Timeout\n",
-        403 | 404 | 413 | 429 | 503 => crate::filters::refusal_body(code),
-        _ => "error\n",
-    }
-}
-
 /// The header value `list, ip` (or `ip` when there is no list), as X-Forwarded-For grows.
 ///
 /// Built without `format!`: `Display` for addresses was a third of the forwarding hook's cost.
@@ -805,64 +677,10 @@ fn list_with_ip<'a>(
         .explain_err(ErrorType::InvalidHTTPHeader, |_| "forwarding header")
 }
 
-/// Appends X-Forwarded-For's new value to `out`: every non-empty field line the request had,
-/// in order, joined with `, ` (as nginx joins them since 1.23), then `peer`. Both proxy paths
-/// forward the whole list the client was chosen from: forwarding only the first line would let
-/// a client behind a front proxy show the upstream an address of its choosing.
-pub(crate) fn push_forwarded_for<'a>(
-    out: &mut Vec<u8>,
-    lines: impl IntoIterator<Item = &'a [u8]>,
-    peer: IpAddr,
-) {
-    for line in lines {
-        let line = line.trim_ascii();
-        if !line.is_empty() {
-            out.extend_from_slice(line);
-            out.extend_from_slice(b", ");
-        }
-    }
-    push_ip(out, peer);
-}
-
-/// Appends `ip` as text; IPv4 without the formatting machinery (this runs for every request).
-pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => out.extend_from_slice(ipv4_text(v4, &mut [0; 15]).as_bytes()),
-        IpAddr::V6(v6) => {
-            use std::io::Write as _;
-            // Writing to a Vec cannot fail.
-            let _ = write!(out, "{v6}");
-        }
-    }
-}
-
-/// `v4` in dotted form, written into `buf` without the formatting machinery (a forwarding
-/// header and an access log line each need one per request).
-pub(crate) fn ipv4_text(v4: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &str {
-    let mut n = 0;
-    let mut put = |b: u8| {
-        buf[n] = b;
-        n += 1;
-    };
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            put(b'.');
-        }
-        if octet >= 100 {
-            put(b'0' + octet / 100);
-        }
-        if octet >= 10 {
-            put(b'0' + octet / 10 % 10);
-        }
-        put(b'0' + octet % 10);
-    }
-    // Only ASCII digits and dots were written.
-    std::str::from_utf8(&buf[..n]).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forwarding::push_ip;
 
     #[test]
     fn push_ip_writes_what_display_writes() {

@@ -104,11 +104,11 @@ pub fn spawn_housekeeping(shared: Arc<ArcSwap<Runtime>>) -> std::io::Result<()> 
             std::thread::sleep(Duration::from_secs(1));
             let rt = shared.load_full();
             let now = SystemClock.now_ms();
-            for event in rt.filters.store.reputation.expire(now) {
-                rt.filters.store.record(event);
+            for event in rt.store.reputation.expire(now) {
+                rt.store.record(event);
             }
-            let now_mono = crate::filters::monotonic_ms();
-            for zone in &rt.filters.zones {
+            let now_mono = SystemClock.monotonic_ms();
+            for zone in rt.gate.zones() {
                 zone.expire_idle(now_mono);
             }
         })?;

@@ -76,7 +76,7 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     let shared = Arc::new(ArcSwap::from_pointee(runtime));
-    crate::metrics::EngineCollector::register(shared.clone());
+    crate::engine_metrics::EngineCollector::register(shared.clone());
 
     crate::accept::register_metrics();
     let filter = Arc::new(crate::accept::BanAtAccept {
@@ -116,7 +116,7 @@ pub fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let load = crate::workers::Load::leaked(threads);
+        let load = crate::load::Load::leaked(threads);
         for (index, sockets) in sockets.into_iter().enumerate() {
             let worker = crate::workers::Worker::new(
                 index,

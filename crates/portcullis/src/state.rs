@@ -87,10 +87,18 @@ impl BanStore {
         })
     }
 
-    /// Counts an offense of `weight` by the client at `addr`, recording the ban it causes.
-    /// Every offense goes through here: it is the seam where offenses leave the process.
-    pub fn offense(&self, addr: IpAddr, kind: OffenseKind, weight: u32, now_ms: u64) {
-        if let Some(event) = self.reputation.offense(addr, kind, weight, now_ms) {
+    /// An offense of `weight` by the client at `addr` was counted in the table, and `ban` is
+    /// the ban it caused: recorded here. Every offense passes here (the walk's observer calls
+    /// it): it is the seam where offenses leave the process.
+    pub fn offense_counted(
+        &self,
+        addr: IpAddr,
+        kind: OffenseKind,
+        weight: u32,
+        ban: Option<Event>,
+    ) {
+        let _ = (addr, kind, weight);
+        if let Some(event) = ban {
             self.record(event);
         }
     }

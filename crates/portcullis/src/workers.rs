@@ -18,11 +18,9 @@
 //! two threads would each wake for their share; under load the connections spread over all
 //! workers. docs/performance.md has the measurements.
 
-use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,70 +35,10 @@ use pingora::services::Service;
 
 use crate::accept::BanAtAccept;
 use crate::fast::Edge;
+use crate::load::Load;
 
 /// Pending connections the kernel queues per socket (as Pingora's listeners).
 const BACKLOG: i32 = 65535;
-
-/// Requests in progress on each worker: what decides which worker takes a new connection.
-pub struct Load {
-    busy: Box<[Slot]>,
-}
-
-/// One worker's count, on a cache line of its own: only that worker writes it.
-#[repr(align(128))]
-#[derive(Default)]
-struct Slot(AtomicU32);
-
-impl Load {
-    /// The counts for `workers` workers, for the life of the process (as the workers).
-    pub fn leaked(workers: usize) -> &'static Load {
-        Box::leak(Box::new(Load {
-            busy: (0..workers.max(1)).map(|_| Slot::default()).collect(),
-        }))
-    }
-
-    /// Whether worker `index` takes a new connection now: the first worker always does (so
-    /// every connection is taken), a later one only while every worker before it is busy.
-    pub fn takes(&self, index: usize) -> bool {
-        self.busy
-            .iter()
-            .take(index)
-            .all(|s| s.0.load(Ordering::Relaxed) > 0)
-    }
-
-    /// Makes the calling thread worker `index`: [`Busy`] counts its requests from now on.
-    fn enter(&'static self, index: usize) {
-        SLOT.set(self.busy.get(index).map(|s| &s.0));
-    }
-}
-
-thread_local! {
-    static SLOT: Cell<Option<&'static AtomicU32>> = const { Cell::new(None) };
-}
-
-/// A request in progress on this thread's worker, until dropped. On a thread that is not a
-/// worker (TLS listeners) it counts nothing.
-#[derive(Default)]
-pub struct Busy(Option<&'static AtomicU32>);
-
-impl Busy {
-    /// Counts a request that has started.
-    pub fn start() -> Busy {
-        let slot = SLOT.get();
-        if let Some(s) = slot {
-            s.fetch_add(1, Ordering::Relaxed);
-        }
-        Busy(slot)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        if let Some(s) = self.0 {
-            s.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
 
 /// One proxy worker: a single-threaded Pingora service accepting on its own sockets.
 pub struct Worker {
@@ -304,6 +242,7 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::Busy;
 
     #[test]
     fn the_first_worker_takes_connections_and_a_later_one_only_while_all_before_it_are_busy() {

@@ -13,10 +13,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use portcullis_gate::settings::{
+    InflightSettings, ProbesSettings, Refusal, ReputationConfig, RouteSettings, UnknownRoute,
+    ZoneConfig,
+};
 use portcullis_policy::client::ClientIdentity;
-use portcullis_policy::limiter::ZoneSettings;
-use portcullis_policy::probes::ProbeMatcher;
-use portcullis_policy::reputation::{OffenseWeights, ReputationSettings};
+
 use std::sync::Arc;
 
 /// One problem found in a configuration file.
@@ -184,58 +186,6 @@ pub struct UpstreamSettings {
     pub down_for: Duration,
 }
 
-/// One `[[route]]`.
-#[derive(Debug, Clone)]
-pub struct RouteSettings {
-    /// Label used in metrics and logs (`host` + `path`, or `name`).
-    pub name: String,
-    /// Host header to match (lower case, no port); `None` matches any.
-    pub host: Option<String>,
-    /// Path prefix.
-    pub path: String,
-    /// Index into [`Settings::upstreams`].
-    pub upstream: usize,
-    /// Indices into [`Settings::zones`].
-    pub zones: Vec<usize>,
-    /// Largest request body accepted on this route; `None`: no limit.
-    pub max_body: Option<u64>,
-    /// Requests may upgrade (WebSocket) on this route. After the `101` a tunnel passes no
-    /// filter, so only routes that serve WebSockets should allow it (nginx too upgrades only
-    /// where `proxy_set_header Upgrade` is configured).
-    pub websocket: bool,
-}
-
-/// What to do with a request that matched a probe rule or a ban.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Answer with this status.
-    Status(u16),
-    /// Close the connection without answering (nginx's 444).
-    Drop,
-}
-
-/// One `[rate_limit.NAME]` zone.
-#[derive(Debug, Clone)]
-pub struct ZoneConfig {
-    /// The engine's settings (rate, burst, delay, max_clients).
-    pub engine: ZoneSettings,
-    /// Status of a rejection (nginx `limit_req_status`).
-    pub status: u16,
-    /// Count and log, never reject or delay (nginx `limit_req_dry_run`).
-    pub dry_run: bool,
-}
-
-/// `[probes]`.
-#[derive(Debug, Clone)]
-pub struct ProbesSettings {
-    /// The compiled matcher (built during validation, so bad rules are config errors).
-    pub matcher: Arc<ProbeMatcher>,
-    /// What a hit gets.
-    pub action: Refusal,
-    /// Count and log hits, refuse nothing (`[probes] dry_run`).
-    pub dry_run: bool,
-}
-
 /// `[api]`: the positive model of the API behind the gateway.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -261,41 +211,6 @@ pub enum ApiSource {
     },
     /// `openapi_url`: fetched from the upstream when the runtime is built (start, reload).
     Url(String),
-}
-
-/// `[api] unknown`: what a request whose path the spec does not know gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnknownRoute {
-    /// Refused with 404 before the upstream, an offense of its own kind.
-    Refuse,
-    /// Forwarded, and counted as an offense.
-    Offense,
-    /// Forwarded, counted in metrics and logged only (a dry run).
-    Log,
-}
-
-/// `[reputation]`.
-#[derive(Debug, Clone)]
-pub struct ReputationConfig {
-    /// Engine settings.
-    pub engine: ReputationSettings,
-    /// Upstream statuses that count as offenses.
-    pub offense_status: Vec<u16>,
-    /// What a banned or denied client gets.
-    pub ban_action: Refusal,
-    /// Weight of each offense kind.
-    pub weights: OffenseWeights,
-}
-
-/// `[inflight]`: concurrency caps (nginx `limit_conn`).
-#[derive(Debug, Clone, Default)]
-pub struct InflightSettings {
-    /// Requests one client may have in flight at once; 0 = unlimited.
-    pub per_client: usize,
-    /// Requests the whole gateway forwards at once; 0 = unlimited.
-    pub total: usize,
-    /// Status for a request refused by a cap.
-    pub status: u16,
 }
 
 /// Access log format.

@@ -30,14 +30,14 @@ use portcullis_policy::time::{Clock, SystemClock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::filters::Answer;
 use crate::metrics::Metrics;
-use crate::proxy::{Decision, Gateway, KeptAlive, RequestCtx};
+use crate::proxy::Gateway;
+use crate::request_ctx::{KeptAlive, RequestCtx};
 use crate::runtime::Runtime;
 use crate::upstream::Upstream;
 use deadline::Deadline;
+use portcullis_gate::{Answer, Decision, Step};
 use request::{Framing, Simple, MAX_HEADERS};
-pub use response::{content_length, HOP_BY_HOP_RESPONSE};
 use response::{Body, Parsed};
 
 /// Pingora's server application for the proxy listeners: the fast path in front of
@@ -218,7 +218,7 @@ impl Conn {
                     return None;
                 }
             };
-            let busy = crate::workers::Busy::start();
+            let busy = crate::load::Busy::start();
             let next = self.request(stream, rt, len).await;
             drop(busy);
             match next {
@@ -306,33 +306,43 @@ impl Conn {
             ..RequestCtx::default()
         };
         let facts = req.facts(rt, self.peer);
-        let now = SystemClock.now_ms();
-        let answer = crate::filters::decide(rt, &mut ctx, &facts, now).await;
+        let step = rt.decide(&facts, &mut ctx.walk);
         // nginx's keepalive_timeout "0" and keepalive_requests, the client's own wish, and a
         // server that is stopping all close the connection after this answer.
         let keep_alive = !req.close
             && rt.settings.server.keepalive_timeout.is_some()
             && self.served < self.max_requests
             && !*self.shutdown.borrow();
-        let served = match answer {
-            Some(answer) => self.refuse(stream, &mut ctx, answer, keep_alive).await,
-            None => self.forward(stream, rt, &mut ctx, &req, keep_alive).await,
+        let served = match step {
+            Step::Refuse(answer) => self.refuse(stream, &mut ctx, answer, keep_alive).await,
+            Step::Forward { delay_ms } => {
+                if delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
+                self.forward(stream, rt, &mut ctx, &req, keep_alive).await
+            }
         };
         tracing::debug!(
-            client = ?ctx.client,
+            client = ?ctx.walk.client,
             target = req.target,
             status = served.status,
-            decision = ctx.decision.as_str(),
+            decision = ctx.walk.decision.as_str(),
             "fast path"
         );
-        rt.request_counter(ctx.route, ctx.decision).inc();
+        rt.request_counter(ctx.walk.route, ctx.walk.decision).inc();
         if served.status > 0 {
             Metrics::get().response_counter(served.status).inc();
         }
         if rt.access_log.enabled() {
             let line = req.log_line();
-            rt.access_log
-                .record_request(Some(&line), &ctx, served.status, served.body_bytes);
+            let route = rt.route_name(ctx.walk.route);
+            rt.access_log.record_request(
+                Some(&line),
+                &ctx.walk,
+                route,
+                served.status,
+                served.body_bytes,
+            );
         }
         match served.keep_alive {
             true => Next::KeepAlive,
@@ -354,13 +364,13 @@ impl Conn {
                 retry_after,
                 close,
             } => {
-                let body = crate::filters::refusal_body(status);
+                let body = portcullis_gate::refusal_body(status);
                 let field = retry_after.map(response::Field::RetryAfter);
                 self.answer(stream, status, body, field, keep_alive && !close)
                     .await
             }
             Answer::NotAllowed { allow } => {
-                let body = crate::filters::refusal_body(405);
+                let body = portcullis_gate::refusal_body(405);
                 let field = Some(response::Field::Allow(allow));
                 self.answer(stream, 405, body, field, keep_alive).await
             }
@@ -403,7 +413,7 @@ impl Conn {
         req: &Simple<'_, '_>,
         keep_alive: bool,
     ) -> Served {
-        let (Some(route), Some(client)) = (ctx.route, ctx.client) else {
+        let (Some(route), Some(client)) = (ctx.walk.route, ctx.walk.client) else {
             return self.answer(stream, 500, "error\n", None, false).await;
         };
         let group = &rt.upstreams[rt.settings.routes[route].upstream];
@@ -442,10 +452,8 @@ impl Conn {
             // The last moment before the request leaves: a client banned while this request
             // was delayed or connecting (often by its own concurrent requests' 404s) is refused
             // here, so no request reaches the upstream after its client's ban.
-            if let Some(decision) = crate::filters::banned_now(rt, client, SystemClock.now_ms()) {
-                ctx.decision = decision;
+            if let Some(answer) = rt.gate.before_upstream(&mut ctx.walk) {
                 pool::give_back(addr, up.0, rt.settings.server.upstream_keepalive);
-                let answer = crate::filters::ban_answer(rt);
                 return self.refuse(stream, ctx, answer, keep_alive).await;
             }
             let head = loop {
@@ -486,7 +494,7 @@ impl Conn {
                 }
             };
             group.latency.observe(started.elapsed().as_secs_f64());
-            crate::filters::upstream_status(ctx, rt, head.status, SystemClock.now_ms());
+            rt.gate.on_response(&ctx.walk, head.status, &rt.reporter);
             let (up, _) = up;
             return self
                 .relay(stream, up, addr, head, keep_alive, rt, group, ctx)
@@ -666,7 +674,7 @@ impl Conn {
         status: u16,
         body_bytes: usize,
     ) -> Served {
-        ctx.decision = Decision::UpstreamError;
+        ctx.walk.decision = Decision::UpstreamError;
         group.failed(&"response body broken");
         let _ = stream.flush().await;
         Served {
@@ -696,9 +704,9 @@ impl Conn {
         ctx: &mut RequestCtx,
         status: u16,
     ) -> Served {
-        ctx.decision = Decision::UpstreamError;
+        ctx.walk.decision = Decision::UpstreamError;
         // As HttpProxy: the client's connection is not reused after an upstream failure.
-        let body = crate::proxy::upstream_error_body(status);
+        let body = crate::forwarding::upstream_error_body(status);
         self.answer(stream, status, body, None, false).await
     }
 }

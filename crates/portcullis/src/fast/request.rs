@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use crate::access_log::RequestLine;
-use crate::filters::RequestFacts;
 use crate::runtime::Runtime;
+use portcullis_gate::{HeaderSize, RequestFacts};
 
 /// Most header fields the fast path parses; a request with more goes to `HttpProxy`.
 pub const MAX_HEADERS: usize = 64;
@@ -133,7 +133,7 @@ impl<'r, 'b> Simple<'r, 'b> {
             declared_body: 0,
             // Upgrades go to HttpProxy (`Simple::new`).
             upgrade: false,
-            header: crate::filters::HeaderSize::of(
+            header: HeaderSize::of(
                 // "METHOD target HTTP/1.1"
                 self.method.len() + 1 + self.target.len() + 9,
                 self.headers.iter().map(|h| (h.name.len(), h.value.len())),
@@ -187,13 +187,13 @@ impl<'r, 'b> Simple<'r, 'b> {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"x-real-ip: ");
-        crate::proxy::push_ip(out, client);
+        crate::forwarding::push_ip(out, client);
         out.extend_from_slice(b"\r\nx-forwarded-for: ");
         let lines = self
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
-        crate::proxy::push_forwarded_for(out, lines.map(|h| h.value), peer);
+        crate::forwarding::push_forwarded_for(out, lines.map(|h| h.value), peer);
         out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
     }
 

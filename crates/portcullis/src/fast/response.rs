@@ -1,10 +1,7 @@
 //! The response side of the fast path: reading the upstream's header, finding where its body
 //! ends, and writing what the client gets.
 
-/// Hop-by-hop fields of an upstream response that are not passed on (`Connection` is
-/// written anew). `Upgrade` and `Trailer` are: a 426 names the protocol to upgrade to, and a
-/// chunked body passes through with its trailers.
-pub const HOP_BY_HOP_RESPONSE: [&str; 3] = ["keep-alive", "proxy-connection", "te"];
+use crate::forwarding::{content_length, HOP_BY_HOP_RESPONSE};
 
 /// Most header fields an upstream response may have: Pingora's limit (`MAX_HEADERS` of its
 /// HTTP/1 code), so a response is refused or relayed alike on both proxy paths.
@@ -278,16 +275,6 @@ fn push_number(out: &mut Vec<u8>, n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
-}
-
-/// A `Content-Length` value: ASCII digits only (RFC 9110 `1*DIGIT`), optional whitespace
-/// around. `+5`, `5, 5`, `0x5` and an empty value are not lengths.
-pub fn content_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Finds the end of a chunked body passed through unchanged, fed as it arrives. The grammar is

@@ -1,6 +1,6 @@
 //! Routing: which `[[route]]` serves a request, by optional Host and longest path prefix.
 
-use crate::config::RouteSettings;
+use crate::settings::RouteSettings;
 
 /// Finds the route for a request.
 ///
