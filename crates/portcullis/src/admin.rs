@@ -28,7 +28,6 @@ use bytes::BytesMut;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use portcullis_policy::time::{Clock, SystemClock};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -171,7 +170,7 @@ impl AdminApp {
         let query = session.req_header().uri.query().map(str::to_string);
         let rt = self.runtime.load_full();
         let reputation = &rt.store.reputation;
-        let now = SystemClock.now_ms();
+        let now = rt.gate.clock().now_ms();
         match (method, path.as_str()) {
             (Method::GET, "/healthz") => respond(StatusCode::OK, json!({ "status": "ok" })),
             (Method::GET, "/bans") => respond(StatusCode::OK, json!(reputation.bans(now))),

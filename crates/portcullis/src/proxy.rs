@@ -16,7 +16,6 @@ use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
-use portcullis_policy::time::{Clock, SystemClock};
 
 use portcullis_gate::{Answer, Decision, HeaderSize, Malformed, RequestFacts, Step};
 
@@ -353,7 +352,7 @@ impl ProxyHttp for Gateway {
             return Err(Error::explain(ErrorType::InternalError, "no route chosen"));
         };
         let addr = upstream
-            .select(SystemClock.now_ms())
+            .select(ctx.now_ms())
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "upstream has no servers"))?;
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.settings.connect_timeout);
@@ -374,8 +373,7 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         ctx.connect_failed = true;
         if let (Some(upstream), Some((addr, _))) = (ctx.group(), ctx.upstream) {
-            let now = SystemClock.now_ms();
-            let retry = upstream.connect_failed(addr, peer, &e, ctx.tries, now);
+            let retry = upstream.connect_failed(addr, peer, &e, ctx.tries, ctx.now_ms());
             e.set_retry(retry);
         }
         e

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use portcullis_policy::time::{Clock, SystemClock};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -103,11 +102,12 @@ pub fn spawn_housekeeping(shared: Arc<ArcSwap<Runtime>>) -> std::io::Result<()> 
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(1));
             let rt = shared.load_full();
-            let now = SystemClock.now_ms();
+            let clock = rt.gate.clock();
+            let now = clock.now_ms();
             for event in rt.store.reputation.expire(now) {
                 rt.store.record(event);
             }
-            let now_mono = SystemClock.monotonic_ms();
+            let now_mono = clock.monotonic_ms();
             for zone in rt.gate.zones() {
                 zone.expire_idle(now_mono);
             }

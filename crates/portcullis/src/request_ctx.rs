@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use portcullis_gate::Walk;
+use portcullis_policy::time::{Clock, SystemClock};
 
 use crate::runtime::Runtime;
 use crate::upstream::Upstream;
@@ -37,6 +38,14 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// Now, on the clock of the runtime the request started under (the engines' clock).
+    pub fn now_ms(&self) -> u64 {
+        match &self.rt {
+            Some(rt) => rt.gate.clock().now_ms(),
+            None => SystemClock.now_ms(),
+        }
+    }
+
     /// The upstream group of the matched route, once the request is routed.
     pub fn group(&self) -> Option<&Upstream> {
         let rt = self.rt.as_ref()?;

@@ -5,12 +5,14 @@
 //! later is extended in place (tokio checks the new deadline when the old one comes due), so
 //! a kept-alive connection's reads cost the wheel almost nothing. The client side and the
 //! upstream side each keep their own, as each side's deadlines only move forward.
+//!
+//! Deadlines are tokio instants: a test on tokio's paused clock moves them with
+//! `tokio::time::advance` (`fast/tests.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
 
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// One reusable timer.
 #[derive(Default)]
@@ -21,7 +23,6 @@ pub struct Deadline {
 impl Deadline {
     /// Runs `work` until `at`: its output, or `None` when the time ran out first.
     pub async fn run<F: Future>(&mut self, at: Instant, work: F) -> Option<F::Output> {
-        let at = tokio::time::Instant::from_std(at);
         let sleep = match &mut self.sleep {
             Some(sleep) => {
                 sleep.as_mut().reset(at);

@@ -13,6 +13,8 @@ mod deadline;
 mod pool;
 mod request;
 mod response;
+#[cfg(test)]
+mod tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -26,7 +28,6 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use portcullis_policy::time::{Clock, SystemClock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -58,7 +59,7 @@ impl ServerApp for Edge {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let accepted = Instant::now();
+        let accepted = tokio::time::Instant::now();
         let (fast, header_time) = {
             let rt = self.runtime.load();
             (
@@ -201,7 +202,7 @@ impl Conn {
         &mut self,
         stream: &mut Stream,
         runtime: &ArcSwap<Runtime>,
-        accepted: Instant,
+        accepted: tokio::time::Instant,
     ) -> Option<Vec<u8>> {
         let mut since = accepted;
         // The current runtime without touching its reference count per request (a cache line
@@ -227,7 +228,7 @@ impl Conn {
                     // An idle connection keeps no response buffer: thousands of kept-alive
                     // clients would hold 16 KiB each for nothing.
                     self.resp = Vec::new();
-                    since = Instant::now();
+                    since = tokio::time::Instant::now();
                 }
                 Next::Close => {
                     let _ = AsyncWriteExt::shutdown(stream).await;
@@ -241,7 +242,12 @@ impl Conn {
     /// Waits for a whole request header, as `HttpProxy` does: on a new connection for
     /// client_header_timeout from the accept (`since`); on a kept-alive one for
     /// keepalive_timeout until the first byte, and client_header_timeout more for the rest.
-    async fn read_head(&mut self, stream: &mut Stream, rt: &Runtime, since: Instant) -> Wait {
+    async fn read_head(
+        &mut self,
+        stream: &mut Stream,
+        rt: &Runtime,
+        since: tokio::time::Instant,
+    ) -> Wait {
         let server = &rt.settings.server;
         let idle_for = Duration::from_secs(server.keepalive_timeout.unwrap_or(0));
         let header_time = server.client_header_timeout;
@@ -426,7 +432,7 @@ impl Conn {
         let replayable =
             http::Method::from_bytes(req.method.as_bytes()).is_ok_and(|m| m.is_idempotent());
         loop {
-            let Some(addr) = group.select(SystemClock.now_ms()) else {
+            let Some(addr) = group.select(rt.gate.clock().now_ms()) else {
                 return self
                     .upstream_failed(stream, ctx, group, 502, "no servers")
                     .await;
@@ -439,7 +445,7 @@ impl Conn {
                 None => match connect(addr, group.settings.connect_timeout).await {
                     Ok(up) => (up, false),
                     Err(e) => {
-                        let now = SystemClock.now_ms();
+                        let now = rt.gate.clock().now_ms();
                         if group.connect_failed(addr, &addr, &e, ctx.tries, now) {
                             continue;
                         }
@@ -557,7 +563,7 @@ impl Conn {
         up: &mut TcpStream,
         group: &Upstream,
     ) -> Option<std::io::Result<usize>> {
-        let by = Instant::now() + group.settings.read_timeout;
+        let by = tokio::time::Instant::now() + group.settings.read_timeout;
         self.upstream_deadline
             .run(by, up.read_buf(&mut self.resp))
             .await
