@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::config::start::StartSettings;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -31,31 +32,11 @@ pub fn reload(path: &Path, shared: &ArcSwap<Runtime>) -> Result<(), Vec<String>>
         }
     };
     let previous = shared.load_full();
-    let old = &previous.settings.server;
-    if old.listen != settings.server.listen
-        || old
-            .tls
-            .iter()
-            .map(|t| t.listen)
-            .ne(settings.server.tls.iter().map(|t| t.listen))
-        || previous.settings.metrics != settings.metrics
-        || previous.settings.admin.as_ref().map(|a| a.listen)
-            != settings.admin.as_ref().map(|a| a.listen)
-        || old.state_dir != settings.server.state_dir
-        || old.threads != settings.server.threads
-        || old.keepalive_requests != settings.server.keepalive_requests
-        || old.reuseport != settings.server.reuseport
-        // HttpProxy's upstream pool is sized at start (the fast path's follows the reload).
-        || old.upstream_keepalive != settings.server.upstream_keepalive
-    {
+    let restart_only = StartSettings::of(&previous.settings).changed(&StartSettings::of(&settings));
+    if !restart_only.is_empty() {
         tracing::warn!(
-            "listener, state_dir, threads, keepalive_requests, reuseport and upstream_keepalive changes take effect on restart only"
-        );
-    }
-    if old.keepalive_timeout != settings.server.keepalive_timeout {
-        // Pingora's HTTP/2 idle timeout is set from it when the listeners start.
-        tracing::warn!(
-            "keepalive_timeout applies to HTTP/1 at once; for HTTP/2 connections after a restart"
+            keys = %restart_only.join(", "),
+            "these settings changed and take effect on restart only; the rest is reloaded"
         );
     }
     match Runtime::build(settings, Some(&previous)) {

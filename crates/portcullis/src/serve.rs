@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
@@ -12,6 +11,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
+use crate::config::start::StartSettings;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
@@ -33,19 +33,21 @@ pub fn run(path: &Path) -> ExitCode {
     let _log_writer = crate::logging::init(&settings.log);
     Metrics::get();
 
+    // Everything read at start comes from here: a reload warns about exactly these.
+    let start = StartSettings::of(&settings);
     let mut conf = ServerConf {
-        threads: settings.server.threads,
-        upstream_keepalive_pool_size: settings.server.upstream_keepalive,
+        threads: start.threads,
+        upstream_keepalive_pool_size: start.upstream_keepalive,
         // Pingora waits grace_period before stopping runtimes, then up to the shutdown
         // timeout: split the configured grace between the two (containers wait ~10 s).
-        grace_period_seconds: Some(settings.server.shutdown_grace.as_secs().saturating_sub(1)),
+        grace_period_seconds: Some(start.shutdown_grace.as_secs().saturating_sub(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         // Each proxy worker is a one-thread service (workers.rs): as a tokio current-thread
         // runtime it skips the multi-thread scheduler's bookkeeping on every wake-up.
         work_stealing: false,
         ..ServerConf::default()
     };
-    if let Some(dir) = &settings.server.state_dir {
+    if let Some(dir) = &start.state_dir {
         conf.pid_file = dir.join("portcullis.pid").display().to_string();
         conf.upgrade_sock = dir.join("upgrade.sock").display().to_string();
     }
@@ -60,14 +62,17 @@ pub fn run(path: &Path) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let listen = settings.server.listen.clone();
-    let tls = settings.server.tls.clone();
-    let metrics_addr = settings.metrics;
+    let StartSettings {
+        listen,
+        tls,
+        metrics: metrics_addr,
+        keepalive_requests,
+        threads,
+        reuseport,
+        h2_idle_timeout,
+        ..
+    } = start;
     let admin = settings.admin.clone();
-    let keepalive = settings.server.keepalive_timeout;
-    let keepalive_requests = settings.server.keepalive_requests;
-    let threads = settings.server.threads;
-    let reuseport = settings.server.reuseport;
     let runtime = match Runtime::build(settings, None) {
         Ok(rt) => rt,
         Err(e) => {
@@ -94,7 +99,7 @@ pub fn run(path: &Path) -> ExitCode {
         // connections get it per request, so a reload changes it there (proxy.rs). With
         // keep-alive off, an HTTP/2 connection closes as soon as it has been idle for a second.
         let mut options = HttpServerOptions::default();
-        options.h2_idle_timeout = Some(Duration::from_secs(keepalive.unwrap_or(1)));
+        options.h2_idle_timeout = Some(h2_idle_timeout);
         // nginx's keepalive_requests (requests per connection; Pingora counts the reuses
         // after the first). Pingora's own default is no limit.
         options.keepalive_request_limit = Some(keepalive_requests - 1);

@@ -5,7 +5,9 @@
 //! `portcullis check` can list them like `nginx -t`. Every error names its key path and, where
 //! the file has it, the line.
 
+pub mod environment;
 pub mod raw;
+pub mod start;
 pub(crate) mod validate;
 
 use std::fmt;
@@ -152,7 +154,7 @@ pub struct ServerSettings {
 }
 
 /// One TLS listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsListener {
     /// Address to bind.
     pub listen: SocketAddr,
@@ -282,7 +284,7 @@ impl Settings {
                 message: e.message().trim().to_string(),
             }]
         })?;
-        validate::validate(raw, text, base)
+        validate::validate(raw, text, base, &environment::System)
     }
 }
 

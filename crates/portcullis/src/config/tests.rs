@@ -372,3 +372,108 @@ fn large_client_header_buffers_reads_as_nginx_writes_it() {
         assert_eq!(errors[0].line, Some(4), "{bad}");
     }
 }
+
+/// Files and names of a test's own: validation asks the environment, never the disk or DNS.
+struct FakeMachine;
+
+impl environment::Environment for FakeMachine {
+    fn is_file(&self, path: &Path) -> bool {
+        path.starts_with("/etc/portcullis/tls")
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} is not on this machine", path.display()),
+        ))
+    }
+    fn resolve(&self, host_port: &str) -> Option<std::net::SocketAddr> {
+        match host_port {
+            "api.internal:8000" => "10.0.0.7:8000".parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn files_and_names_come_from_the_environment() {
+    let text = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+tls = [{ listen = "127.0.0.1:8443", cert = "tls/cert.pem", key = "keys/key.pem" }]
+
+[[upstream]]
+name = "api"
+servers = ["api.internal:8000", "db.internal:5432"]
+
+[[route]]
+path = "/"
+upstream = "api"
+
+[api]
+openapi = "openapi.json"
+"#;
+    let raw: raw::RawConfig = toml::from_str(text).unwrap();
+    let errors = validate::validate(raw, text, Path::new("/etc/portcullis"), &FakeMachine)
+        .expect_err("two missing files and an unknown name");
+    let found: Vec<(&str, Option<usize>)> =
+        errors.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        found,
+        vec![
+            ("server.tls[0].key", Some(4)),
+            ("upstream[0].servers[1]", Some(8)),
+            ("api.openapi", Some(15)),
+        ],
+        "{errors:?}"
+    );
+    // And the name it knows resolves to the address it gave.
+    let fixed = text
+        .replace(", \"db.internal:5432\"", "")
+        .replace("keys/key.pem", "tls/key.pem")
+        .replace("[api]\nopenapi = \"openapi.json\"\n", "");
+    let raw: raw::RawConfig = toml::from_str(&fixed).unwrap();
+    let settings = validate::validate(raw, &fixed, Path::new("/etc/portcullis"), &FakeMachine)
+        .expect("valid on the fake machine");
+    assert_eq!(
+        settings.upstreams[0].servers,
+        vec!["10.0.0.7:8000".parse().unwrap()]
+    );
+}
+
+/// Every key read only at start is reported by a reload that changes it; the list is the
+/// fields of `StartSettings`, read by `serve.rs`.
+#[test]
+fn a_reload_names_every_setting_that_needs_a_restart() {
+    let base = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+threads = 2
+keepalive_timeout = "75s"
+upstream_keepalive = 128
+
+[[upstream]]
+name = "api"
+servers = ["127.0.0.1:8000"]
+
+[[route]]
+path = "/"
+upstream = "api"
+"#;
+    let before = start::StartSettings::of(&parse(base).unwrap());
+    let same_start = base.replace("[[route]]", "[inflight]\ntotal = 10\n\n[[route]]");
+    assert!(before
+        .changed(&start::StartSettings::of(&parse(&same_start).unwrap()))
+        .is_empty());
+    let changed = base
+        .replace("threads = 2", "threads = 3")
+        .replace("\"75s\"", "\"30s\"")
+        .replace("upstream_keepalive = 128", "upstream_keepalive = 64");
+    assert_eq!(
+        before.changed(&start::StartSettings::of(&parse(&changed).unwrap())),
+        vec![
+            "server.threads",
+            "server.upstream_keepalive",
+            "server.keepalive_timeout (HTTP/2)"
+        ]
+    );
+}

@@ -1,7 +1,7 @@
 //! Raw file → validated [`Settings`], collecting every error with its key and line.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,20 +12,24 @@ use portcullis_policy::probes::{ProbeError, ProbeMatcher, ProbeSettings};
 use portcullis_policy::reputation::{Increment, OffenseWeights, ReputationSettings};
 use toml_edit::{ImDocument, Item, TableLike};
 
+use super::environment::Environment;
 use super::raw::*;
 use super::*;
 
 /// Collects errors, looking up each key's line in the parsed document.
 pub(super) struct Check<'a> {
     text: &'a str,
+    /// Files and names, for the few checks that need the machine.
+    pub(super) env: &'a dyn Environment,
     doc: Option<ImDocument<&'a str>>,
     pub(super) errors: Vec<ConfigError>,
 }
 
 impl<'a> Check<'a> {
-    pub(super) fn new(text: &'a str) -> Self {
+    pub(super) fn new(text: &'a str, env: &'a dyn Environment) -> Self {
         Self {
             text,
+            env,
             doc: ImDocument::parse(text).ok(),
             errors: Vec::new(),
         }
@@ -254,12 +258,15 @@ fn header_buffers(c: &mut Check, value: Option<&str>) -> (usize, usize) {
 /// The most `client_body_buffer_size` may be: Pingora's body buffer (`BODY_BUF_LIMIT`).
 const BODY_BUFFER_MAX: u64 = 64 * 1024;
 
+/// Validates every section, collecting every error with its key and line. The checks are
+/// pure; what they need of the machine (files, names) comes from `env`.
 pub(super) fn validate(
     raw: RawConfig,
     text: &str,
     base: &Path,
+    env: &dyn Environment,
 ) -> Result<Settings, Vec<ConfigError>> {
-    let mut c = Check::new(text);
+    let mut c = Check::new(text, env);
     let resolve_path = |p: &str| -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
@@ -268,10 +275,61 @@ pub(super) fn validate(
             base.join(p)
         }
     };
+    let server = server(&mut c, &raw.server, &resolve_path);
+    let metrics = metrics(&mut c, raw.metrics.as_ref());
+    let admin = admin(&mut c, raw.admin.as_ref(), &resolve_path);
+    let client_ip = client_ip(&mut c, &raw.client_ip);
+    let (upstreams, upstream_index) = upstreams(&mut c, &raw.upstream);
+    // [rate_limit.*], before routes so they can refer to zones.
+    let zone_names: Vec<&String> = raw.rate_limit.keys().collect();
+    let zones: Vec<ZoneConfig> = raw
+        .rate_limit
+        .iter()
+        .map(|(name, z)| zone(&mut c, name, z))
+        .collect();
 
-    // [server]
-    let s = &raw.server;
-    let header_buffers = header_buffers(&mut c, s.large_client_header_buffers.as_deref());
+    let routes = routes(
+        &mut c,
+        &raw.route,
+        &zone_names,
+        &upstream_index,
+        server.client_max_body_size,
+    );
+    let probes = raw.probes.as_ref().map(|p| probes(&mut c, p));
+    let api = raw.api.as_ref().map(|a| api(&mut c, a, &resolve_path));
+    let reputation = raw
+        .reputation
+        .as_ref()
+        .map(|r| reputation(&mut c, r, client_ip.ipv6_prefix()));
+    let inflight = inflight(&mut c, &raw.inflight);
+    let access_log = access_log(&mut c, raw.access_log.as_ref(), &resolve_path);
+    let log = log(&mut c, &raw.log);
+
+    if !c.errors.is_empty() {
+        let mut errors = c.errors;
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        return Err(errors);
+    }
+    Ok(Settings {
+        server,
+        metrics,
+        admin,
+        client_ip,
+        upstreams,
+        routes,
+        zones,
+        probes,
+        api,
+        reputation,
+        inflight,
+        access_log,
+        log,
+    })
+}
+
+/// `[server]`.
+fn server(c: &mut Check, s: &RawServer, resolve_path: &dyn Fn(&str) -> PathBuf) -> ServerSettings {
+    let header_buffers = header_buffers(c, s.large_client_header_buffers.as_deref());
     let listen: Vec<SocketAddr> = s
         .listen
         .iter()
@@ -286,7 +344,7 @@ pub(super) fn validate(
         };
         let (cert, keyfile) = (resolve_path(&t.cert), resolve_path(&t.key));
         for (name, p) in [("cert", &cert), ("key", &keyfile)] {
-            if !p.is_file() {
+            if !c.env.is_file(p) {
                 c.err(
                     format!("{key}.{name}"),
                     format!("{} is not a readable file", p.display()),
@@ -393,13 +451,21 @@ pub(super) fn validate(
             );
         }
     }
+    server
+}
 
-    // [metrics], [admin]
-    let metrics = raw
-        .metrics
-        .as_ref()
-        .and_then(|m| c.listen("metrics.listen", &m.listen));
-    let admin = raw.admin.as_ref().and_then(|a| {
+/// `[metrics]`.
+fn metrics(c: &mut Check, m: Option<&RawMetrics>) -> Option<SocketAddr> {
+    m.and_then(|m| c.listen("metrics.listen", &m.listen))
+}
+
+/// `[admin]`.
+fn admin(
+    c: &mut Check,
+    a: Option<&RawAdmin>,
+    resolve_path: &dyn Fn(&str) -> PathBuf,
+) -> Option<AdminSettings> {
+    a.and_then(|a| {
         let listen = c.listen("admin.listen", &a.listen)?;
         let token_file = a.token_file.as_deref().map(resolve_path);
         if !listen.ip().is_loopback() && token_file.is_none() {
@@ -409,10 +475,11 @@ pub(super) fn validate(
             );
         }
         Some(AdminSettings { listen, token_file })
-    });
+    })
+}
 
-    // [client_ip]
-    let ci = &raw.client_ip;
+/// `[client_ip]`.
+fn client_ip(c: &mut Check, ci: &RawClientIp) -> ClientIdentity {
     let trusted: Vec<IpNet> = ci
         .trusted_proxies
         .iter()
@@ -431,12 +498,17 @@ pub(super) fn validate(
         }
     };
     let prefix = c.int("client_ip.ipv6_prefix", ci.ipv6_prefix, 1..=128, 64) as u8;
-    let client_ip = ClientIdentity::new(trusted, header, prefix);
+    ClientIdentity::new(trusted, header, prefix)
+}
 
-    // [[upstream]]
+/// `[[upstream]]`: the groups, and each name's index.
+fn upstreams(
+    c: &mut Check,
+    raw: &[RawUpstream],
+) -> (Vec<UpstreamSettings>, HashMap<String, usize>) {
     let mut upstreams = Vec::new();
     let mut upstream_index = HashMap::new();
-    for (i, u) in raw.upstream.iter().enumerate() {
+    for (i, u) in raw.iter().enumerate() {
         let key = format!("upstream[{i}]");
         if u.name.is_empty() {
             c.err(format!("{key}.name"), "must not be empty");
@@ -458,9 +530,9 @@ pub(super) fn validate(
         }
         let mut servers = Vec::new();
         for (j, srv) in u.servers.iter().enumerate() {
-            match srv.to_socket_addrs().map(|mut a| a.next()) {
-                Ok(Some(addr)) => servers.push(addr),
-                Ok(None) | Err(_) => c.err(
+            match c.env.resolve(srv) {
+                Some(addr) => servers.push(addr),
+                None => c.err(
                     format!("{key}.servers[{j}]"),
                     format!("{srv:?} is not a reachable host:port (e.g. \"127.0.0.1:8000\")"),
                 ),
@@ -486,19 +558,20 @@ pub(super) fn validate(
             ),
         });
     }
+    (upstreams, upstream_index)
+}
 
-    // [rate_limit.*], before routes so they can refer to zones.
-    let zone_names: Vec<&String> = raw.rate_limit.keys().collect();
-    let zones: Vec<ZoneConfig> = raw
-        .rate_limit
-        .iter()
-        .map(|(name, z)| zone(&mut c, name, z))
-        .collect();
-
-    // [[route]]
+/// `[[route]]`, naming zones by `zone_names` and upstreams by `upstream_index`.
+fn routes(
+    c: &mut Check,
+    raw: &[RawRoute],
+    zone_names: &[&String],
+    upstream_index: &HashMap<String, usize>,
+    default_max_body: Option<u64>,
+) -> Vec<RouteSettings> {
     let mut routes = Vec::new();
     let mut seen_routes = HashMap::new();
-    for (i, r) in raw.route.iter().enumerate() {
+    for (i, r) in raw.iter().enumerate() {
         let key = format!("route[{i}]");
         let path = r.path.clone().unwrap_or_else(|| "/".into());
         if !path.starts_with('/') {
@@ -547,7 +620,7 @@ pub(super) fn validate(
         let max_body = c.size(
             &format!("{key}.client_max_body_size"),
             r.client_max_body_size.as_ref(),
-            server.client_max_body_size,
+            default_max_body,
         );
         routes.push(RouteSettings {
             name,
@@ -562,28 +635,25 @@ pub(super) fn validate(
     if routes.is_empty() && c.errors.is_empty() {
         c.err("route", "no [[route]]: every request would get 404");
     }
+    routes
+}
 
-    let probes = raw.probes.as_ref().map(|p| probes(&mut c, p));
-    let api = raw.api.as_ref().map(|a| api(&mut c, a, &resolve_path));
-    let reputation = raw
-        .reputation
-        .as_ref()
-        .map(|r| reputation(&mut c, r, prefix));
+/// `[inflight]`.
+fn inflight(c: &mut Check, raw: &RawInflight) -> InflightSettings {
+    InflightSettings {
+        per_client: c.int("inflight.per_client", raw.per_client, 0..=1_000_000, 0) as usize,
+        total: c.int("inflight.total", raw.total, 0..=10_000_000, 0) as usize,
+        status: c.int("inflight.status", raw.status, 400..=599, 503) as u16,
+    }
+}
 
-    // [inflight]
-    let inflight = InflightSettings {
-        per_client: c.int(
-            "inflight.per_client",
-            raw.inflight.per_client,
-            0..=1_000_000,
-            0,
-        ) as usize,
-        total: c.int("inflight.total", raw.inflight.total, 0..=10_000_000, 0) as usize,
-        status: c.int("inflight.status", raw.inflight.status, 400..=599, 503) as u16,
-    };
-
-    // [access_log]
-    let access_log = match &raw.access_log {
+/// `[access_log]`.
+fn access_log(
+    c: &mut Check,
+    raw: Option<&RawAccessLog>,
+    resolve_path: &dyn Fn(&str) -> PathBuf,
+) -> AccessLogSettings {
+    match raw {
         None => AccessLogSettings {
             target: None,
             format: AccessLogFormat::Combined,
@@ -607,10 +677,12 @@ pub(super) fn validate(
             };
             AccessLogSettings { target, format }
         }
-    };
+    }
+}
 
-    // [log]
-    let format = match raw.log.format.as_deref() {
+/// `[log]`.
+fn log(c: &mut Check, raw: &RawLog) -> LogSettings {
+    let format = match raw.format.as_deref() {
         None | Some("human") => LogFormat::Human,
         Some("json") => LogFormat::Json,
         Some(other) => {
@@ -621,35 +693,14 @@ pub(super) fn validate(
             LogFormat::Human
         }
     };
-    let level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+    let level = raw.level.clone().unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
         c.err(
             "log.level",
             format!("{level:?} is not a log filter (e.g. \"info\", \"portcullis=debug\")"),
         );
     }
-    let log = LogSettings { format, level };
-
-    if !c.errors.is_empty() {
-        let mut errors = c.errors;
-        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-        return Err(errors);
-    }
-    Ok(Settings {
-        server,
-        metrics,
-        admin,
-        client_ip,
-        upstreams,
-        routes,
-        zones,
-        probes,
-        api,
-        reputation,
-        inflight,
-        access_log,
-        log,
-    })
+    LogSettings { format, level }
 }
 
 /// `[rate_limit.NAME]`.
@@ -764,7 +815,9 @@ fn api(c: &mut Check, a: &RawApi, resolve_path: &dyn Fn(&str) -> PathBuf) -> Api
         }
         (Some(file), None) => {
             let path = resolve_path(file);
-            let spec = std::fs::read(&path)
+            let spec = c
+                .env
+                .read(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
                 .and_then(|bytes| {
                     Spec::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
