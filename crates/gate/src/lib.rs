@@ -22,7 +22,7 @@ pub mod settings;
 pub mod walk;
 
 pub use observer::{Observer, Unobserved, ZoneOutcome};
-pub use outcome::{refusal_body, Answer, Decision, Malformed};
+pub use outcome::{refusal_body, Answer, Decision, Field, Malformed, Reply};
 pub use request::{HeaderSize, RequestFacts};
 pub use settings::GateSettings;
 pub use walk::{Gate, Step, Walk};

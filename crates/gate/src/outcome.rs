@@ -121,7 +121,54 @@ pub enum Answer {
     },
 }
 
+/// The one header field an answer may carry besides the fixed ones (`content-type`,
+/// `content-length`, `cache-control: no-store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `Retry-After`, seconds (rate and concurrency limits).
+    RetryAfter(u64),
+    /// `Allow` (a 405 from the API's spec).
+    Allow(&'static str),
+}
+
+/// An answer as both proxy paths write it: status, plain-text body, an optional field, and
+/// whether the connection closes after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body ([`refusal_body`]).
+    pub body: &'static str,
+    /// `Retry-After` or `Allow`.
+    pub field: Option<Field>,
+    /// Close the connection after it.
+    pub close: bool,
+}
+
 impl Answer {
+    /// The response this answer is, or `None` for [`Answer::Drop`] (no response at all).
+    pub fn reply(&self) -> Option<Reply> {
+        match *self {
+            Answer::Drop => None,
+            Answer::NotAllowed { allow } => Some(Reply {
+                status: 405,
+                body: refusal_body(405),
+                field: Some(Field::Allow(allow)),
+                close: false,
+            }),
+            Answer::Status {
+                status,
+                retry_after,
+                close,
+            } => Some(Reply {
+                status,
+                body: refusal_body(status),
+                field: retry_after.map(Field::RetryAfter),
+                close,
+            }),
+        }
+    }
+
     /// A plain refusal with `status`.
     pub fn status(status: u16) -> Answer {
         Answer::Status {

@@ -16,7 +16,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pingora::http::RequestHeader;
-use pingora::proxy::Session;
 use prometheus::{register_int_counter, IntCounter};
 
 use crate::config::{AccessLogFormat, AccessLogSettings};
@@ -86,13 +85,6 @@ impl AccessLog {
     /// Whether lines are written at all (building a line's inputs can be skipped otherwise).
     pub fn enabled(&self) -> bool {
         self.sender.is_some()
-    }
-
-    /// Records one finished request.
-    pub fn record(&self, session: &Session, walk: &Walk, route: &str, status: u16) {
-        let sent = session.body_bytes_sent();
-        let request = RequestLine::of(session.req_header());
-        self.record_request(Some(&request), walk, route, status, sent);
     }
 
     /// Records one finished request from its parts: what the fast path has instead of a

@@ -17,9 +17,10 @@ use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
-use portcullis_gate::{Answer, Decision, HeaderSize, Malformed, RequestFacts, Step};
+use portcullis_gate::{Answer, Decision, Field, HeaderSize, Malformed, RequestFacts, Step};
 
-use crate::forwarding::{push_forwarded_for, upstream_error_body};
+use crate::access_log::RequestLine;
+use crate::forwarding::{self, upstream_error_body};
 use crate::metrics::Metrics;
 use crate::request_ctx::{KeptAlive, RequestCtx};
 use crate::runtime::Runtime;
@@ -57,7 +58,7 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Writes the filters' `answer`, or closes the connection for [`Answer::Drop`]. A request
+    /// Writes the walk's `answer`, or closes the connection for [`Answer::Drop`]. A request
     /// answered with `close` has a body that will not be read: a client that sent
     /// `Expect: 100-continue` never sends it.
     pub(crate) async fn answer(
@@ -66,31 +67,19 @@ impl Gateway {
         ctx: &mut RequestCtx,
         answer: Answer,
     ) -> Result<bool> {
-        match answer {
-            Answer::Drop => Gateway::drop_connection(ctx),
-            Answer::NotAllowed { allow } => {
-                let body = portcullis_gate::refusal_body(405);
-                self.refuse(session, 405, body, &[("allow", allow.to_string())])
-                    .await
-            }
-            Answer::Status {
-                status,
-                retry_after,
-                close,
-            } => {
-                if close {
-                    session.set_keepalive(None);
-                }
-                let body = portcullis_gate::refusal_body(status);
-                match retry_after {
-                    Some(secs) => {
-                        let retry = [("retry-after", secs.to_string())];
-                        self.refuse(session, status, body, &retry).await
-                    }
-                    None => self.refuse(session, status, body, &[]).await,
-                }
-            }
+        let Some(reply) = answer.reply() else {
+            return Gateway::drop_connection(ctx);
+        };
+        if reply.close {
+            session.set_keepalive(None);
         }
+        let field = match reply.field {
+            Some(Field::RetryAfter(secs)) => Some(("retry-after", secs.to_string())),
+            Some(Field::Allow(methods)) => Some(("allow", methods.to_string())),
+            None => None,
+        };
+        self.refuse(session, reply.status, reply.body, field.as_slice())
+            .await
     }
 
     /// Closes the connection without a response (nginx's 444).
@@ -405,36 +394,37 @@ impl ProxyHttp for Gateway {
         if let Some(length) = length {
             upstream_request.insert_header(http::header::CONTENT_LENGTH, length.to_string())?;
         }
-        // nginx's underscores_in_headers off: a field named with `_` is dropped, so a backend
-        // that maps `-` to `_` (CGI, WSGI) cannot be handed X_Forwarded_For by the client.
-        if !ctx
+        // The client's X-Real-IP and X-Forwarded-* are replaced, and with nginx's
+        // underscores_in_headers off a field named with `_` is dropped (forwarding::passes).
+        let underscores = ctx
             .rt
             .as_ref()
-            .is_some_and(|rt| rt.settings.server.underscores_in_headers)
-        {
-            let underscored: smallvec::SmallVec<[http::HeaderName; 2]> = upstream_request
-                .headers
-                .keys()
-                .filter(|name| name.as_str().contains('_'))
-                .cloned()
-                .collect();
-            for name in underscored {
-                upstream_request.remove_header(&name);
+            .is_some_and(|rt| rt.settings.server.underscores_in_headers);
+        let dropped: smallvec::SmallVec<[http::HeaderName; 4]> = upstream_request
+            .headers
+            .keys()
+            .filter(|name| !forwarding::passes(name.as_str(), underscores))
+            .cloned()
+            .collect();
+        for name in dropped {
+            upstream_request.remove_header(&name);
+        }
+        if let (Some(client), Some(peer)) = (ctx.walk.client, ctx.walk.peer) {
+            // Every X-Forwarded-For line, joined: the client was chosen from all of them.
+            let lines = session.req_header().headers.get_all("x-forwarded-for");
+            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+            let mut set = smallvec::SmallVec::<[(&'static str, Bytes); 3]>::new();
+            let mut buf = Vec::with_capacity(64);
+            let lines = lines.iter().map(|v| v.as_bytes());
+            forwarding::set_fields(client, peer, lines, tls, &mut buf, |name, value| {
+                set.push((name, Bytes::copy_from_slice(value)))
+            });
+            for (name, value) in set {
+                let value = http::HeaderValue::from_maybe_shared(value)
+                    .explain_err(ErrorType::InvalidHTTPHeader, |_| "forwarding header")?;
+                upstream_request.insert_header(name, value)?;
             }
         }
-        // As nginx's proxy_params: Host kept as sent, X-Real-IP the client, X-Forwarded-For
-        // with the TCP peer appended, X-Forwarded-Proto the scheme the client used.
-        if let Some(client) = ctx.walk.client {
-            upstream_request.insert_header("x-real-ip", list_with_ip([], client)?)?;
-        }
-        if let Some(peer) = ctx.walk.peer {
-            // Every field line, joined: the client was chosen from all of them.
-            let lines = session.req_header().headers.get_all("x-forwarded-for");
-            let list = list_with_ip(lines.iter().map(|v| v.as_bytes()), peer)?;
-            upstream_request.insert_header("x-forwarded-for", list)?;
-        }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         // HTTP/2 clients send :authority, not Host; an HTTP/1.1 upstream needs Host.
         if upstream_request.headers.get(http::header::HOST).is_none() {
             if let Some(authority) = session.req_header().uri.authority().map(|a| a.to_string()) {
@@ -596,14 +586,10 @@ impl ProxyHttp for Gateway {
             None => 0,
         };
         if let Some(rt) = ctx.rt.as_ref() {
-            rt.request_counter(ctx.walk.route, ctx.walk.decision).inc();
-        }
-        if status > 0 {
-            Metrics::get().response_counter(status).inc();
-        }
-        if let Some(rt) = ctx.rt.as_ref() {
-            rt.access_log
-                .record(session, &ctx.walk, rt.route_name(ctx.walk.route), status);
+            let sent = session.body_bytes_sent();
+            rt.finish(&ctx.walk, status, sent, || {
+                RequestLine::of(session.req_header())
+            });
         }
         ctx.walk.inflight.clear();
     }
@@ -661,57 +647,9 @@ fn innermost(e: &Error) -> &Error {
     inner
 }
 
-/// The header value `list, ip` (or `ip` when there is no list), as X-Forwarded-For grows.
-///
-/// Built without `format!`: `Display` for addresses was a third of the forwarding hook's cost.
-/// Lists that came in as valid header values stay valid joined with `, ip` appended.
-fn list_with_ip<'a>(
-    lines: impl IntoIterator<Item = &'a [u8]>,
-    ip: IpAddr,
-) -> Result<http::HeaderValue> {
-    let mut out = Vec::with_capacity(64);
-    push_forwarded_for(&mut out, lines, ip);
-    http::HeaderValue::from_maybe_shared(Bytes::from(out))
-        .explain_err(ErrorType::InvalidHTTPHeader, |_| "forwarding header")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forwarding::push_ip;
-
-    #[test]
-    fn push_ip_writes_what_display_writes() {
-        let addrs = [
-            "0.0.0.0",
-            "255.255.255.255",
-            "10.0.9.100",
-            "192.168.1.99",
-            "1.20.100.7",
-            "::1",
-            "2001:db8::ff00:42:8329",
-            "::ffff:192.0.2.1",
-        ];
-        for text in addrs {
-            let ip: IpAddr = text.parse().unwrap();
-            let mut out = Vec::new();
-            push_ip(&mut out, ip);
-            assert_eq!(out, ip.to_string().as_bytes());
-        }
-        for n in (0..=u32::MAX).step_by(7_919_993) {
-            let ip = IpAddr::from(std::net::Ipv4Addr::from(n));
-            let mut out = Vec::new();
-            push_ip(&mut out, ip);
-            assert_eq!(out, ip.to_string().as_bytes());
-        }
-        let peer = "127.0.0.1".parse().unwrap();
-        let value = list_with_ip([&b"203.0.113.50"[..]], peer).unwrap();
-        assert_eq!(value, "203.0.113.50, 127.0.0.1");
-        let lines = [&b"6.6.6.6 "[..], b"", b"7.7.7.7, 8.8.8.8"];
-        let value = list_with_ip(lines, peer).unwrap();
-        assert_eq!(value, "6.6.6.6, 7.7.7.7, 8.8.8.8, 127.0.0.1");
-        assert_eq!(list_with_ip([], peer).unwrap(), "127.0.0.1");
-    }
 
     #[test]
     fn absolute_form_targets_are_matched_by_their_path() {

@@ -15,7 +15,7 @@ use portcullis_policy::reputation::ReputationSettings;
 use portcullis_policy::time::{Clock, SystemClock};
 use prometheus::IntCounter;
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, RequestLine};
 use crate::config::Settings;
 use crate::report::Reporter;
 use crate::state::BanStore;
@@ -48,6 +48,29 @@ impl Runtime {
     /// The requests counter for a request on `route` (None: no route) with `decision`.
     pub fn request_counter(&self, route: Option<usize>, decision: Decision) -> &IntCounter {
         &self.requests[route.map_or(0, |r| r + 1)][decision as usize]
+    }
+
+    /// Counts a finished request (`portcullis_requests_total`, `portcullis_responses_total`)
+    /// and writes its access log line: both proxy paths end a request here. `status` 0 means
+    /// no response at all; `line` is only built when the access log is on.
+    pub fn finish<'a>(
+        &self,
+        walk: &Walk,
+        status: u16,
+        body_bytes: usize,
+        line: impl FnOnce() -> RequestLine<'a>,
+    ) {
+        self.request_counter(walk.route, walk.decision).inc();
+        if status > 0 {
+            crate::metrics::Metrics::get()
+                .response_counter(status)
+                .inc();
+        }
+        if self.access_log.enabled() {
+            let route = self.route_name(walk.route);
+            self.access_log
+                .record_request(Some(&line()), walk, route, status, body_bytes);
+        }
     }
 
     /// The name of `route` for metrics and logs (`-`: no route).

@@ -335,21 +335,9 @@ impl Conn {
             decision = ctx.walk.decision.as_str(),
             "fast path"
         );
-        rt.request_counter(ctx.walk.route, ctx.walk.decision).inc();
-        if served.status > 0 {
-            Metrics::get().response_counter(served.status).inc();
-        }
-        if rt.access_log.enabled() {
-            let line = req.log_line();
-            let route = rt.route_name(ctx.walk.route);
-            rt.access_log.record_request(
-                Some(&line),
-                &ctx.walk,
-                route,
-                served.status,
-                served.body_bytes,
-            );
-        }
+        rt.finish(&ctx.walk, served.status, served.body_bytes, || {
+            req.log_line()
+        });
         match served.keep_alive {
             true => Next::KeepAlive,
             false => Next::Close,
@@ -364,23 +352,13 @@ impl Conn {
         answer: Answer,
         keep_alive: bool,
     ) -> Served {
-        match answer {
-            Answer::Status {
-                status,
-                retry_after,
-                close,
-            } => {
-                let body = portcullis_gate::refusal_body(status);
-                let field = retry_after.map(response::Field::RetryAfter);
-                self.answer(stream, status, body, field, keep_alive && !close)
+        match answer.reply() {
+            Some(reply) => {
+                let keep_alive = keep_alive && !reply.close;
+                self.answer(stream, reply.status, reply.body, reply.field, keep_alive)
                     .await
             }
-            Answer::NotAllowed { allow } => {
-                let body = portcullis_gate::refusal_body(405);
-                let field = Some(response::Field::Allow(allow));
-                self.answer(stream, 405, body, field, keep_alive).await
-            }
-            Answer::Drop => {
+            None => {
                 ctx.drop_connection = true;
                 Served {
                     status: 444,
@@ -397,7 +375,7 @@ impl Conn {
         stream: &mut Stream,
         status: u16,
         body: &str,
-        field: Option<response::Field>,
+        field: Option<portcullis_gate::Field>,
         keep_alive: bool,
     ) -> Served {
         self.out.clear();
@@ -480,9 +458,10 @@ impl Conn {
                             }
                         }
                     }
+                    // Logged as nginx logs a client that left before its answer.
                     Err(Failure::ClientGone) => {
                         return Served {
-                            status: 0,
+                            status: 499,
                             body_bytes: 0,
                             keep_alive: false,
                         }

@@ -7,6 +7,8 @@ use crate::access_log::RequestLine;
 use crate::runtime::Runtime;
 use portcullis_gate::{HeaderSize, RequestFacts};
 
+use crate::forwarding;
+
 /// Most header fields the fast path parses; a request with more goes to `HttpProxy`.
 pub const MAX_HEADERS: usize = 64;
 
@@ -174,27 +176,22 @@ impl<'r, 'b> Simple<'r, 'b> {
                 || named
                     .iter()
                     .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
-                || (!underscores && name.contains('_'))
-                || name.eq_ignore_ascii_case("x-real-ip")
-                || name.eq_ignore_ascii_case("x-forwarded-for")
-                || name.eq_ignore_ascii_case("x-forwarded-proto")
+                || !forwarding::passes(name, underscores)
             {
                 continue;
             }
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b"\r\n");
+            push_field(out, name, h.value);
         }
-        out.extend_from_slice(b"x-real-ip: ");
-        crate::forwarding::push_ip(out, client);
-        out.extend_from_slice(b"\r\nx-forwarded-for: ");
         let lines = self
             .headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
-        crate::forwarding::push_forwarded_for(out, lines.map(|h| h.value), peer);
-        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|h| h.value);
+        let mut value = Vec::with_capacity(64);
+        forwarding::set_fields(client, peer, lines, false, &mut value, |name, value| {
+            push_field(out, name, value)
+        });
+        out.extend_from_slice(b"\r\n");
     }
 
     /// What the access log writes of this request.
@@ -237,6 +234,14 @@ fn target_byte(b: u8) -> bool {
             b,
             b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' | b'#'
         )
+}
+
+/// Appends the field line `name: value`.
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

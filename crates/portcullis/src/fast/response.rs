@@ -1,6 +1,8 @@
 //! The response side of the fast path: reading the upstream's header, finding where its body
 //! ends, and writing what the client gets.
 
+use portcullis_gate::Field;
+
 use crate::forwarding::{content_length, HOP_BY_HOP_RESPONSE};
 
 /// Most header fields an upstream response may have: Pingora's limit (`MAX_HEADERS` of its
@@ -218,15 +220,6 @@ fn push_status(out: &mut Vec<u8>, status: u16) {
         b'0' + (status / 10 % 10) as u8,
         b'0' + (status % 10) as u8,
     ]);
-}
-
-/// The one header field a response the gateway makes itself may carry besides the fixed ones.
-#[derive(Debug, Clone, Copy)]
-pub enum Field {
-    /// `Retry-After`, seconds (rate and concurrency limits).
-    RetryAfter(u64),
-    /// `Allow` (a 405 from the API's spec).
-    Allow(&'static str),
 }
 
 /// Writes a short plain-text response the gateway makes itself (a refusal, a 502) into `out`,
