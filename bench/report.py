@@ -70,7 +70,7 @@ def pctl(values, p):
 def throughput(d):
     files = sorted(glob.glob(os.path.join(d, "tp-r*-*.wrk")))
     rounds = sorted({int(re.search(r"tp-r(\d+)-", f).group(1)) for f in files})
-    targets = ["direct", "nginx", "portcullis"]
+    targets = ["direct", "nginx", "portcullis", "haproxy"]
     print("| round | target | req/s | p50 (ms) | p99 (ms) | non-2xx | socket errors | proxy CPU s | proxy CPU s / 100k req |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     per = {t: [] for t in targets}
@@ -88,17 +88,20 @@ def throughput(d):
             per[t].append(w)
             print(f"| {rd} | {t} | {fmt(w['rps'])} | {fmt(w['p50'], 3)} | {fmt(w['p99'], 3)} | {w['non2xx']} | {w['errors']} | "
                   f"{fmt(cpu, 2) if t != 'direct' else '—'} | {fmt(per100k, 3) if t != 'direct' else '—'} |")
-        if "nginx" in row and "portcullis" in row and row["nginx"]["rps"] and row["nginx"]["p99"] and row["nginx"]["p50"]:
-            ratios.append((rd, row["portcullis"]["rps"] / row["nginx"]["rps"], row["portcullis"]["p99"] / row["nginx"]["p99"],
-                           row["portcullis"]["p50"] / row["nginx"]["p50"]))
+        for peer in ("nginx", "haproxy"):
+            if peer in row and "portcullis" in row and row[peer]["rps"] and row[peer]["p99"] and row[peer]["p50"]:
+                ratios.append((rd, row["portcullis"]["rps"] / row[peer]["rps"], row["portcullis"]["p99"] / row[peer]["p99"],
+                               row["portcullis"]["p50"] / row[peer]["p50"], peer))
     print()
-    print("| round | portcullis/nginx req/s | portcullis/nginx p50 | portcullis/nginx p99 |")
-    print("|---|---:|---:|---:|")
-    for rd, a, b, c in ratios:
-        print(f"| {rd} | {a:.2f}× | {c:.2f}× | {b:.2f}× |")
-    if ratios:
-        print(f"| median | {statistics.median(r[1] for r in ratios):.2f}× | {statistics.median(r[3] for r in ratios):.2f}× | "
-              f"{statistics.median(r[2] for r in ratios):.2f}× |")
+    print("| round | against | portcullis/peer req/s | portcullis/peer p50 | portcullis/peer p99 |")
+    print("|---|---|---:|---:|---:|")
+    for rd, a, b, c, peer in ratios:
+        print(f"| {rd} | {peer} | {a:.2f}× | {c:.2f}× | {b:.2f}× |")
+    for peer in ("nginx", "haproxy"):
+        mine = [r for r in ratios if r[4] == peer]
+        if mine:
+            print(f"| median | {peer} | {statistics.median(r[1] for r in mine):.2f}× | {statistics.median(r[3] for r in mine):.2f}× | "
+                  f"{statistics.median(r[2] for r in mine):.2f}× |")
     print()
     print("| target | median req/s | median p50 (ms) | median p99 (ms) |")
     print("|---|---:|---:|---:|")

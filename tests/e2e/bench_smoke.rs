@@ -74,7 +74,19 @@ fn bench_run_measures_every_part() {
     for heading in ["### Throughput", "### CPU per 100k", "### Attack"] {
         assert!(report.contains(heading), "{heading} missing:\n{report}");
     }
-    assert!(number(row(&report, "median")[1].trim_end_matches('×')) > 0.0);
+    // The paired ratios: portcullis against nginx, then against HAProxy.
+    let medians: Vec<Vec<&str>> = report
+        .lines()
+        .filter(|l| l.starts_with("| median |"))
+        .map(cells)
+        .collect();
+    for peer in ["nginx", "haproxy"] {
+        let ratio = medians
+            .iter()
+            .find(|cells| cells[1] == peer)
+            .unwrap_or_else(|| panic!("no median against {peer}:\n{report}"));
+        assert!(number(ratio[2].trim_end_matches('×')) > 0.0, "{ratio:?}");
+    }
     // The flood table comes last: proxy, requests, req/s, statuses, reaching the upstream,
     // logged after the ban, delivered after the ban (packet capture), banned clients, ...
     let attack = report
