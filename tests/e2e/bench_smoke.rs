@@ -37,16 +37,6 @@ fn cells(line: &str) -> Vec<&str> {
     line.trim_matches('|').split('|').map(str::trim).collect()
 }
 
-/// The cells of the first table row starting with `| first |`.
-fn row<'a>(report: &'a str, first: &str) -> Vec<&'a str> {
-    let prefix = format!("| {first} |");
-    let line = report
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no row {prefix} in:\n{report}"));
-    cells(line)
-}
-
 fn number(cell: &str) -> f64 {
     cell.replace(',', "")
         .parse()
