@@ -547,3 +547,72 @@ async fn mutated_requests_get_an_answer_and_never_an_internal_error() {
     assert_eq!(status_as(&gw, "198.51.100.9", "/api").await, 200);
     assert!(!gw.log().contains("panicked"), "{}", gw.log());
 }
+
+/// An upstream that logs every byte it receives and answers each request on its own
+/// connection (`connection: close`), so a request the gateway sent after another is in the log
+/// whichever connection it took. The log is every connection's bytes, in arrival order.
+async fn byte_logging_upstream() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    let addr = listen(move |mut stream| {
+        let seen = seen.clone();
+        async move {
+            let Some((head, mut body)) = read_head(&mut stream).await else {
+                return;
+            };
+            let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let chunked = lower.contains("transfer-encoding: chunked");
+            let length: usize = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            // The body as the gateway framed it; anything after it is logged as well.
+            let complete = |b: &[u8]| match chunked {
+                true => b.ends_with(b"0\r\n\r\n"),
+                false => b.len() >= length,
+            };
+            let mut chunk = [0u8; 4096];
+            while !complete(&body) {
+                match timeout(Duration::from_secs(2), stream.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            {
+                let mut log = seen.lock().unwrap();
+                log.extend_from_slice(&head);
+                log.extend_from_slice(&body);
+            }
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    })
+    .await;
+    (addr, log)
+}
+
+/// Issue "HTTP hardening", finding 7: a bare LF inside a chunk extension. Pingora's decoder
+/// (httparse) took `;\nxx` for an extension and the chunk for `55`, so the bytes after the
+/// `0` chunk were a second request, sent upstream with a client-chosen X-Forwarded-For; nginx
+/// reads `2;` as the chunk-size line and refuses the rest with 400. One request in must be
+/// one answer, a 400, and at most one request out, never the smuggled one.
+#[tokio::test]
+async fn a_bare_lf_in_a_chunk_extension_never_splits_one_request_into_two() {
+    let (upstream, log) = byte_logging_upstream().await;
+    let gw = gateway_to(upstream).extra(BEHIND_PROXY).start().await;
+    let raw = "POST /upload HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n\
+               2;\nxx\r\n55\r\n0\r\n\r\n\
+               GET /smuggled HTTP/1.1\r\nhost: api\r\nx-forwarded-for: 10.9.9.9\r\n\r\n";
+    let got = exchange(gw.port, raw.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "one answer: {got:?}");
+    let sent = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(!sent.contains("/smuggled"), "{sent:?}");
+    assert!(sent.matches(" HTTP/1.1\r\n").count() <= 1, "{sent:?}");
+    // A chunk extension without a bare LF still passes.
+    let fine = "POST /fine HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n\
+                2;name=\"v a\"\r\nxx\r\n0\r\n\r\n";
+    let got = exchange(gw.port, fine.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+}

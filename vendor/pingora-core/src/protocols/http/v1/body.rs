@@ -667,6 +667,23 @@ impl BodyReader {
     ) -> Result<(Option<BufRef>, Option<usize>)> {
         let buf = &self.body_buf.as_ref().unwrap()[buf_index_start..buf_index_end];
         let chunk_status = httparse::parse_chunk_size(buf);
+        // portcullis patch: httparse takes any byte after `;` for the chunk extension, a bare LF
+        // included, where nginx and RFC 9112 (token / quoted-string) end the line there or refuse
+        // it: `2;\nxx\r\n55\r\n...` was a chunk of `55` here, and the bytes after its `0`
+        // chunk a second request. A control byte (HTAB aside) in a chunk-size line is refused.
+        let head_seen = match chunk_status {
+            // Up to the line's CRLF, which httparse checked.
+            Ok(httparse::Status::Complete((end, _))) => &buf[..end.saturating_sub(2)],
+            // A CR at the end may be the start of the line's CRLF.
+            _ => buf.strip_suffix(b"\r").unwrap_or(buf),
+        };
+        if head_seen
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            self.body_state = self.body_state.done(0);
+            return Error::e_explain(INVALID_CHUNK, "control character in chunk-size line");
+        }
         match chunk_status {
             Ok(status) => {
                 match status {
