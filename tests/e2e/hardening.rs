@@ -551,7 +551,7 @@ async fn clients_that_stop_reading_or_sending_are_cut_at_their_time_bounds() {
 
 /// Accepts any server certificate: the test's gateway has a fresh self-signed one.
 #[derive(Debug)]
-struct AnyCert(Arc<tokio_rustls::rustls::crypto::CryptoProvider>);
+pub(crate) struct AnyCert(pub(crate) Arc<tokio_rustls::rustls::crypto::CryptoProvider>);
 
 impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCert {
     fn verify_server_cert(

@@ -7,6 +7,7 @@ mod fast_path;
 mod filters;
 mod hardening;
 mod http;
+mod http2;
 mod nginx_diff;
 mod operations;
 mod proxy;

@@ -599,6 +599,14 @@ pub async fn with_tls(builder: GatewayBuilder) -> (Gateway, reqwest::Client, u16
         ))
         .start()
         .await;
+    // The TLS listener may start after the plain one that start() waited for.
+    let listening = eventually(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(listening, "the TLS listener never came up: {}", gw.log());
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
         .resolve("localhost", ([127, 0, 0, 1], tls_port).into())

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::http::v2::server::H2Refused;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
@@ -67,6 +68,13 @@ impl Gateway {
         ctx: &mut RequestCtx,
         answer: Answer,
     ) -> Result<bool> {
+        // HTTP/2: keep-alive is per stream there; a banned or denied client's connection gets
+        // GOAWAY, so it cannot go on sending requests to be refused one by one.
+        if matches!(ctx.walk.decision, Decision::Banned | Decision::Denied) {
+            if let Some(h2) = session.as_http2() {
+                h2.go_away();
+            }
+        }
         let Some(reply) = answer.reply() else {
             return Gateway::drop_connection(ctx);
         };
@@ -202,15 +210,26 @@ pub(crate) fn refused(
     request: Option<&RequestHeader>,
     status: u16,
 ) {
-    let client = peer.and_then(|peer| match request {
-        Some(req) => Some(client_of(rt, peer, req)),
-        None => (!rt.client_ip.is_trusted(peer)).then_some(peer),
-    });
     let reason = match status {
         405 => Malformed::Connect,
         408 => Malformed::HeaderTimeout,
         _ => Malformed::BadHeader,
     };
+    refused_for(rt, peer, request, status, reason);
+}
+
+/// [`refused`], for a `reason` the status does not tell.
+fn refused_for(
+    rt: &Runtime,
+    peer: Option<IpAddr>,
+    request: Option<&RequestHeader>,
+    status: u16,
+    reason: Malformed,
+) {
+    let client = peer.and_then(|peer| match request {
+        Some(req) => Some(client_of(rt, peer, req)),
+        None => (!rt.client_ip.is_trusted(peer)).then_some(peer),
+    });
     rt.malformed(client, reason, &status);
     rt.request_counter(None, Decision::Malformed).inc();
     Metrics::get().response_counter(status).inc();
@@ -268,6 +287,29 @@ impl ProxyHttp for Gateway {
         // Only a CONNECT had its header read (405).
         let request = (status == 405).then(|| session.req_header());
         refused(&self.runtime.load(), peer, request, status);
+    }
+
+    fn h2_request_refused(
+        &self,
+        digest: &pingora::protocols::Digest,
+        request: &RequestHeader,
+        refused: H2Refused,
+    ) {
+        // Pingora refused an HTTP/2 request while accepting its stream (reset, or answered
+        // 400) before any other hook: counted, logged and an offense as the HTTP/1
+        // equivalents are, each under its reason. Logged as nginx logs them, 400.
+        let peer = digest
+            .socket_digest
+            .as_ref()
+            .and_then(|d| d.peer_addr())
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let reason = match refused {
+            H2Refused::Authority => Malformed::BadHost,
+            H2Refused::TargetByte | H2Refused::Path => Malformed::BadPath,
+            H2Refused::ContentLength => Malformed::BadHeader,
+        };
+        refused_for(&self.runtime.load(), peer, Some(request), 400, reason);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {

@@ -1660,6 +1660,16 @@ where
     fn h2_options(&self) -> Option<H2Options> {
         self.h2_options.clone()
     }
+
+    // portcullis patch: HTTP/2 requests Pingora refuses while accepting their stream.
+    fn h2_request_refused(
+        &self,
+        digest: &pingora_core::protocols::Digest,
+        request: &RequestHeader,
+        refused: pingora_core::protocols::http::v2::server::H2Refused,
+    ) {
+        self.inner.h2_request_refused(digest, request, refused);
+    }
     async fn process_custom_session(
         self: Arc<Self>,
         stream: Stream,

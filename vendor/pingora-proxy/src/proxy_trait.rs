@@ -138,6 +138,19 @@ pub trait ProxyHttp {
     ) {
     }
 
+    /// portcullis patch: called for each HTTP/2 request Pingora refuses while accepting its
+    /// stream, before any session or phase exists (`H2Refused` says why: a missing, repeated
+    /// or conflicting `Host` / `:authority` is answered `400`). `digest` is the connection's
+    /// (the peer address is in its socket digest); the HTTP/1 counterpart is
+    /// [Self::request_refused()].
+    fn h2_request_refused(
+        &self,
+        _digest: &pingora_core::protocols::Digest,
+        _request: &RequestHeader,
+        _refused: pingora_core::protocols::http::v2::server::H2Refused,
+    ) {
+    }
+
     /// portcullis patch: the most time a request header may take to arrive, all reads together
     /// (nginx's `client_header_timeout`), counted from the accept on a new connection. On a
     /// kept-alive connection the keep-alive timeout is added, as the wait for the next request

@@ -245,6 +245,18 @@ pub trait HttpServerApp {
         None
     }
 
+    /// portcullis patch: called for each HTTP/2 request Pingora refuses while accepting its
+    /// stream ([`server::H2Refused`]: a forbidden byte in `:path`, conflicting Content-Length,
+    /// a missing or conflicting authority, an absolute-form `:path`), which never becomes a
+    /// session, so that the application can count and log it. `digest` is the connection's.
+    fn h2_request_refused(
+        &self,
+        _digest: &Digest,
+        _request: &pingora_http::RequestHeader,
+        _refused: server::H2Refused,
+    ) {
+    }
+
     async fn http_cleanup(&self) {}
 
     #[doc(hidden)]
@@ -321,11 +333,21 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
+            // portcullis patch: keepalive_request_limit applies to HTTP/2 connections too (as
+            // nginx's keepalive_requests), in requests: on HTTP/1 it counts the reuses after
+            // the first request.
+            let max_streams = self
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit)
+                .map(|reuses| reuses.saturating_add(1));
+            let refusing_app = self.clone();
+            let refused_digest = digest.clone();
+            server::accept_downstream_sessions_limited(
                 h2_conn,
                 digest,
                 shutdown.clone(),
                 h2_idle_timeout,
+                max_streams,
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();
@@ -337,6 +359,9 @@ where
                         app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
                             .await;
                     });
+                },
+                |request, refused| {
+                    refusing_app.h2_request_refused(&refused_digest, request, refused);
                 },
             )
             .await;

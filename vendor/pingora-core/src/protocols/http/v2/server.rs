@@ -130,26 +130,66 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 /// that bound during drain.
 // TODO: add a per-connection drain timeout to bound how long a single
 // misbehaving client can keep this task alive after GOAWAY.
+// portcullis patch: only Pingora's own tests call this now.
+#[cfg(test)]
 pub(crate) async fn accept_downstream_sessions<F>(
+    conn: H2Connection<Stream>,
+    digest: Arc<Digest>,
+    shutdown: ShutdownWatch,
+    idle_timeout: Option<Duration>,
+    on_session: F,
+) where
+    F: FnMut(HttpSession, StreamGuard),
+{
+    accept_downstream_sessions_limited(
+        conn,
+        digest,
+        shutdown,
+        idle_timeout,
+        None,
+        on_session,
+        |_, _| {},
+    )
+    .await
+}
+
+/// portcullis patch: [`accept_downstream_sessions`], with two additions.
+///
+/// * `max_streams`: after accepting that many streams the connection is shut down gracefully
+///   (GOAWAY, the streams in flight finish), as nginx's `keepalive_requests` does on HTTP/2.
+///   [`HttpSession::go_away`] does the same from a session (a client banned meanwhile).
+///   Unlike a server shutdown, the idle timeout still applies afterwards, so a client that
+///   never acknowledges the GOAWAY's PING cannot hold the connection once its streams are done.
+/// * `on_refused`: called for each request refused here, before any session exists (see
+///   [`H2Refused`]), so the application can count and log it.
+pub(crate) async fn accept_downstream_sessions_limited<F, R>(
     mut conn: H2Connection<Stream>,
     digest: Arc<Digest>,
     mut shutdown: ShutdownWatch,
     idle_timeout: Option<Duration>,
+    max_streams: Option<u32>,
     mut on_session: F,
+    mut on_refused: R,
 ) where
     F: FnMut(HttpSession, StreamGuard),
+    R: FnMut(&RequestHeader, H2Refused) + Send,
 {
     let mut shutdown_initiated = false;
     // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
     let mut malformed_streams = 0usize;
     // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
     let active = Arc::new(ActiveSessions::new());
+    // portcullis patch: the GOAWAY asked for by a session or due after max_streams.
+    let go_away = Arc::new(Notify::new());
+    let mut going_away = false;
+    let mut accepted: u32 = 0;
     loop {
         let h2_stream = if shutdown_initiated {
-            HttpSession::from_h2_conn_with_malformed_budget(
+            HttpSession::accept_stream(
                 &mut conn,
                 digest.clone(),
                 &mut malformed_streams,
+                &mut on_refused,
             )
             .await
         } else {
@@ -163,10 +203,16 @@ pub(crate) async fn accept_downstream_sessions<F>(
                     shutdown_initiated = true;
                     continue;
                 }
-                h2_stream = HttpSession::from_h2_conn_with_malformed_budget(
+                _ = go_away.notified(), if !going_away => {
+                    conn.graceful_shutdown();
+                    going_away = true;
+                    continue;
+                }
+                h2_stream = HttpSession::accept_stream(
                     &mut conn,
                     digest.clone(),
                     &mut malformed_streams,
+                    &mut on_refused,
                 ) => h2_stream,
                 // Any accepted stream cancels this future. The next iteration
                 // waits for all active streams to finish before starting a fresh
@@ -191,8 +237,14 @@ pub(crate) async fn accept_downstream_sessions<F>(
             // The offending stream was already answered or reset; keep the
             // connection alive and continue accepting sibling streams.
             Ok(Some(H2Accept::Rejected)) => continue,
-            Ok(Some(H2Accept::Session(session))) => {
+            Ok(Some(H2Accept::Session(mut session))) => {
+                session.go_away = Some(go_away.clone());
                 on_session(session, active.start_session());
+                accepted = accepted.saturating_add(1);
+                if !going_away && max_streams.is_some_and(|max| accepted >= max) {
+                    conn.graceful_shutdown();
+                    going_away = true;
+                }
             }
         }
     }
@@ -291,6 +343,8 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     // How long to wait when draining (discarding) request body
     total_drain_timeout: Option<Duration>,
+    // portcullis patch: asks the connection's accept loop for a graceful GOAWAY.
+    go_away: Option<Arc<Notify>>,
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -325,14 +379,39 @@ pub enum H2Accept {
 ///
 /// [RFC 9112 section 3.2]: https://www.rfc-editor.org/rfc/rfc9112.html#section-3.2
 /// [RFC 9113 section 8.3.1]: https://www.rfc-editor.org/rfc/rfc9113.html#section-8.3.1
+// portcullis patch: only Pingora's own tests call this now.
+#[cfg(test)]
 fn invalid_request_authority(request: &RequestHeader) -> bool {
+    request_authority_refusal(request).is_some()
+}
+
+/// portcullis patch: why a downstream HTTP/2 request is refused while its stream is accepted,
+/// before any session exists; given to the accept loop's `on_refused`
+/// ([`crate::apps::HttpServerApp::h2_request_refused`]). With h2 0.4 and http 1, only the
+/// authority checks are reached in practice: the h2 library itself resets a stream whose
+/// `:path` is not origin-form or has a space, or whose Content-Length values conflict, and
+/// never hands it to Pingora; the others stay as defense in depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2Refused {
+    /// A NUL, CR, LF or space in `:path` (the stream is reset with PROTOCOL_ERROR).
+    TargetByte,
+    /// Conflicting or unparseable `Content-Length` values (reset with PROTOCOL_ERROR).
+    ContentLength,
+    /// `Host` and `:authority` missing, repeated, conflicting or with userinfo (answered 400).
+    Authority,
+    /// An absolute-form or ambiguous `:path`, or an ambiguous CONNECT authority (answered 400).
+    Path,
+}
+
+/// [`invalid_request_authority`], saying which check refused the request.
+fn request_authority_refusal(request: &RequestHeader) -> Option<H2Refused> {
     if let Err(error) = validate_request_authority_fields(request) {
         debug!("rejecting downstream h2 request: {error}");
-        return true;
+        return Some(H2Refused::Authority);
     }
     if request.uri.authority().is_none() && !request.headers.contains_key(header::HOST) {
         debug!("rejecting downstream h2 request: missing authority");
-        return true;
+        return Some(H2Refused::Authority);
     }
 
     // Normal CONNECT has no `:protocol` and carries its target only in `:authority`. Extended
@@ -346,20 +425,20 @@ fn invalid_request_authority(request: &RequestHeader) -> bool {
             .is_some_and(|authority| has_ambiguous_port_suffix(authority.as_str().as_bytes()))
         {
             debug!("rejecting downstream h2 request: ambiguous CONNECT authority");
-            return true;
+            return Some(H2Refused::Path);
         } else {
-            return false;
+            return None;
         }
     }
     match raw_target_authority(request.raw_path()) {
-        RawTargetAuthority::None => false,
+        RawTargetAuthority::None => None,
         RawTargetAuthority::Absolute { .. } => {
             debug!("rejecting downstream h2 request: absolute-form in :path");
-            true
+            Some(H2Refused::Path)
         }
         RawTargetAuthority::AmbiguousAuthority => {
             debug!("rejecting downstream h2 request: ambiguous HTTP absolute-form in :path");
-            true
+            Some(H2Refused::Path)
         }
     }
 }
@@ -428,6 +507,17 @@ impl HttpSession {
         digest: Arc<Digest>,
         malformed_streams: &mut usize,
     ) -> Result<Option<H2Accept>> {
+        Self::accept_stream(conn, digest, malformed_streams, &mut |_, _| {}).await
+    }
+
+    /// portcullis patch: [`Self::from_h2_conn_with_malformed_budget`], telling `on_refused`
+    /// of each request refused here.
+    async fn accept_stream(
+        conn: &mut H2Connection<Stream>,
+        digest: Arc<Digest>,
+        malformed_streams: &mut usize,
+        on_refused: &mut (dyn FnMut(&RequestHeader, H2Refused) + Send),
+    ) -> Result<Option<H2Accept>> {
         // NOTE: conn.accept().await is what drives the entire connection.
         let res = conn.accept().await.transpose().or_err(
             ErrorType::H2Error,
@@ -450,6 +540,7 @@ impl HttpSession {
         if request_target_has_forbidden_byte(request_header.raw_path()) {
             debug!("Rejecting H2 request: forbidden delimiter byte in request target");
             send_response.send_reset(h2::Reason::PROTOCOL_ERROR);
+            on_refused(&request_header, H2Refused::TargetByte);
             account_malformed_stream(malformed_streams)?;
             return Ok(Some(H2Accept::Rejected));
         }
@@ -466,6 +557,7 @@ impl HttpSession {
             // floods. Connection-level abuse is surfaced via the error below.
             debug!("rejecting downstream h2 request: {e}");
             send_response.send_reset(h2::Reason::PROTOCOL_ERROR);
+            on_refused(&request_header, H2Refused::ContentLength);
 
             account_malformed_stream(malformed_streams)?;
             return Ok(Some(H2Accept::Rejected));
@@ -473,7 +565,8 @@ impl HttpSession {
 
         // RFC 9113 section 8.1.1 forbids forwarding a malformed request:
         // https://www.rfc-editor.org/rfc/rfc9113.html#section-8.1.1
-        if invalid_request_authority(&request_header) {
+        if let Some(refused) = request_authority_refusal(&request_header) {
+            on_refused(&request_header, refused);
             let mut response = Response::new(());
             *response.status_mut() = StatusCode::BAD_REQUEST;
             // An immediate PROTOCOL_ERROR reset would replace this observable 400 in h2. Dropping
@@ -499,6 +592,7 @@ impl HttpSession {
             digest,
             write_timeout: None,
             total_drain_timeout: None,
+            go_away: None,
         })))
     }
 
@@ -828,6 +922,16 @@ impl HttpSession {
     /// This will send an `INTERNAL_ERROR` stream error to the client.
     pub fn shutdown(&mut self) {
         self.shutdown_with_reason(h2::Reason::INTERNAL_ERROR);
+    }
+
+    /// portcullis patch: ends this stream's connection gracefully: GOAWAY, no new stream is
+    /// accepted, the streams in flight (this one included) finish. For a client that must not
+    /// send more on this connection (a ban); per stream, [Self::shutdown] resets only this one.
+    /// Does nothing for a session not accepted by Pingora's accept loop.
+    pub fn go_away(&self) {
+        if let Some(go_away) = &self.go_away {
+            go_away.notify_one();
+        }
     }
 
     /// Give up the stream abruptly with a custom reason.
