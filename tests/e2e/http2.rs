@@ -312,11 +312,11 @@ async fn raw_requests(port: u16, requests: &[Vec<(&str, &str)>]) -> Vec<Option<O
 }
 
 /// Issue "HTTP/2 and TLS", finding 5: the requests Pingora's HTTP/2 layer refuses by itself
-/// (a conflicting, missing or userinfo-carrying authority) were answered 400 without a log
-/// line or an offense, where their HTTP/1 equivalents are logged and banned. Each is now
-/// counted under its reason, logged (400, as nginx logs it) and an offense. A `:path` in
-/// absolute form or with a space, or conflicting lengths, never reach Pingora: the h2 library
-/// resets the stream (PROTOCOL_ERROR) itself, and nothing above it sees the request.
+/// were refused without a log line or an offense, where their HTTP/1 equivalents are logged
+/// and banned: a conflicting, missing or userinfo-carrying authority (400), and, reset by the
+/// h2 library before Pingora sees them, a `:path` in absolute form or with a space and
+/// conflicting lengths. Each is now counted under its reason (`bad_host`; the resets, whose
+/// request was never decoded, `bad_header`), logged (400, as nginx logs it) and an offense.
 #[tokio::test]
 async fn requests_the_http2_layer_refuses_are_counted_logged_and_offenses() {
     let up = upstream().run().await;
@@ -363,12 +363,14 @@ async fn requests_the_http2_layer_refuses_are_counted_logged_and_offenses() {
             .await,
         3.0
     );
+    let header = reason("bad_header");
+    assert_eq!(gw.metric("portcullis_malformed_total", &header).await, 3.0);
     let malformed = [("kind", "malformed")];
     assert_eq!(
         gw.metric("portcullis_offenses_total", &malformed).await,
-        3.0
+        6.0
     );
-    // Three access-log lines, 400 and decision malformed, blaming the client.
+    // Six access-log lines, 400 and decision malformed, blaming the client.
     let path = gw.config_path.parent().unwrap().join("access.json");
     let refused = || {
         std::fs::read_to_string(&path)
@@ -380,7 +382,7 @@ async fn requests_the_http2_layer_refuses_are_counted_logged_and_offenses() {
             .count()
     };
     assert!(
-        eventually(Duration::from_secs(5), || async { refused() == 3 }).await,
+        eventually(Duration::from_secs(5), || async { refused() == 6 }).await,
         "refused lines: {}",
         refused()
     );

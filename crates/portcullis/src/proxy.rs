@@ -292,12 +292,13 @@ impl ProxyHttp for Gateway {
     fn h2_request_refused(
         &self,
         digest: &pingora::protocols::Digest,
-        request: &RequestHeader,
+        request: Option<&RequestHeader>,
         refused: H2Refused,
     ) {
-        // Pingora refused an HTTP/2 request while accepting its stream (reset, or answered
-        // 400) before any other hook: counted, logged and an offense as the HTTP/1
-        // equivalents are, each under its reason. Logged as nginx logs them, 400.
+        // An HTTP/2 request refused while its stream was accepted (answered 400, or reset as
+        // not valid HTTP/2), before any other hook: counted, logged and an offense as the
+        // HTTP/1 equivalents are, each under its reason; logged as nginx logs them, 400.
+        // Without the request (a reset), only the peer can be blamed, never a trusted proxy.
         let peer = digest
             .socket_digest
             .as_ref()
@@ -306,10 +307,10 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         let reason = match refused {
             H2Refused::Authority => Malformed::BadHost,
-            H2Refused::TargetByte | H2Refused::Path => Malformed::BadPath,
-            H2Refused::ContentLength => Malformed::BadHeader,
+            H2Refused::Path => Malformed::BadPath,
+            H2Refused::Protocol => Malformed::BadHeader,
         };
-        refused_for(&self.runtime.load(), peer, Some(request), 400, reason);
+        refused_for(&self.runtime.load(), peer, request, 400, reason);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {

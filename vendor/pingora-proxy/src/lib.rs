@@ -1665,7 +1665,7 @@ where
     fn h2_request_refused(
         &self,
         digest: &pingora_core::protocols::Digest,
-        request: &RequestHeader,
+        request: Option<&RequestHeader>,
         refused: pingora_core::protocols::http::v2::server::H2Refused,
     ) {
         self.inner.h2_request_refused(digest, request, refused);

@@ -138,15 +138,16 @@ pub trait ProxyHttp {
     ) {
     }
 
-    /// portcullis patch: called for each HTTP/2 request Pingora refuses while accepting its
-    /// stream, before any session or phase exists (`H2Refused` says why: a missing, repeated
-    /// or conflicting `Host` / `:authority` is answered `400`). `digest` is the connection's
-    /// (the peer address is in its socket digest); the HTTP/1 counterpart is
-    /// [Self::request_refused()].
+    /// portcullis patch: called for each HTTP/2 request refused while its stream is accepted,
+    /// before any session or phase exists (`H2Refused` says why): answered `400` for a missing
+    /// or conflicting `Host` / `:authority`, or reset with PROTOCOL_ERROR, by the h2 library
+    /// or Pingora, as not valid HTTP/2 (then `request` is `None`: it was never decoded).
+    /// `digest` is the connection's (the peer address is in its socket digest); the HTTP/1
+    /// counterpart is [Self::request_refused()].
     fn h2_request_refused(
         &self,
         _digest: &pingora_core::protocols::Digest,
-        _request: &RequestHeader,
+        _request: Option<&RequestHeader>,
         _refused: pingora_core::protocols::http::v2::server::H2Refused,
     ) {
     }

@@ -245,14 +245,15 @@ pub trait HttpServerApp {
         None
     }
 
-    /// portcullis patch: called for each HTTP/2 request Pingora refuses while accepting its
-    /// stream ([`server::H2Refused`]: a forbidden byte in `:path`, conflicting Content-Length,
-    /// a missing or conflicting authority, an absolute-form `:path`), which never becomes a
-    /// session, so that the application can count and log it. `digest` is the connection's.
+    /// portcullis patch: called for each HTTP/2 request refused while its stream is accepted
+    /// ([`server::H2Refused`]), which never becomes a session, so that the application can
+    /// count and log it. `digest` is the connection's.
+    /// A request the h2 library resets by itself never reaches Pingora: it is reported with
+    /// `request` `None` and [`server::H2Refused::Protocol`], from the RST_STREAM it writes.
     fn h2_request_refused(
         &self,
         _digest: &Digest,
-        _request: &pingora_http::RequestHeader,
+        _request: Option<&pingora_http::RequestHeader>,
         _refused: server::H2Refused,
     ) {
     }
@@ -318,6 +319,17 @@ where
                 socket_digest: stream.get_socket_digest(),
             });
 
+            // portcullis patch: the streams the h2 library resets as malformed, seen on the wire.
+            let stream: Stream = {
+                let app = self.clone();
+                let digest = digest.clone();
+                Box::new(ProtocolErrorResets::new(
+                    stream,
+                    Box::new(move || {
+                        app.h2_request_refused(&digest, None, server::H2Refused::Protocol)
+                    }),
+                ))
+            };
             let h2_options = self.h2_options();
             let h2_conn = match server::handshake(stream, h2_options).await {
                 Err(e) => {
@@ -361,7 +373,7 @@ where
                     });
                 },
                 |request, refused| {
-                    refusing_app.h2_request_refused(&refused_digest, request, refused);
+                    refusing_app.h2_request_refused(&refused_digest, Some(request), refused);
                 },
             )
             .await;
@@ -397,6 +409,212 @@ where
 
     async fn cleanup(&self) {
         self.http_cleanup().await;
+    }
+}
+
+/// portcullis patch: a server HTTP/2 stream that calls `on_reset` for each RST_STREAM frame
+/// with PROTOCOL_ERROR written on it. The h2 library resets a request it finds malformed by
+/// itself (a `:path` not in origin form or with a space, conflicting Content-Length values,
+/// a connection-specific header field) and never hands it to Pingora: the frame it writes is
+/// the only trace. Only frame headers are read (and a reset's 4-byte code); payloads are
+/// skipped by their length.
+struct ProtocolErrorResets {
+    inner: Stream,
+    /// The frame header being read, and how much of it is.
+    header: [u8; 9],
+    header_len: usize,
+    /// Payload bytes of the current frame still to pass.
+    payload_left: usize,
+    /// The current frame is a RST_STREAM: its error code so far.
+    reset_code: Option<(u32, usize)>,
+    on_reset: Box<dyn Fn() + Send + Sync>,
+}
+
+const FRAME_RST_STREAM: u8 = 0x3;
+const PROTOCOL_ERROR: u32 = 0x1;
+
+impl ProtocolErrorResets {
+    fn new(inner: Stream, on_reset: Box<dyn Fn() + Send + Sync>) -> Self {
+        ProtocolErrorResets {
+            inner,
+            header: [0; 9],
+            header_len: 0,
+            payload_left: 0,
+            reset_code: None,
+            on_reset,
+        }
+    }
+
+    /// Follows the frames in `written`, the next bytes the server wrote.
+    fn scan(&mut self, mut written: &[u8]) {
+        while !written.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(written.len());
+                if let Some((code, got)) = self.reset_code.as_mut() {
+                    for &b in written[..n].iter().take(4 - *got) {
+                        *code = (*code << 8) | u32::from(b);
+                        *got += 1;
+                    }
+                }
+                self.payload_left -= n;
+                written = &written[n..];
+                if self.payload_left == 0 {
+                    if let Some((PROTOCOL_ERROR, 4)) = self.reset_code.take() {
+                        (self.on_reset)();
+                    }
+                }
+                continue;
+            }
+            let n = (9 - self.header_len).min(written.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&written[..n]);
+            self.header_len += n;
+            written = &written[n..];
+            if self.header_len == 9 {
+                self.header_len = 0;
+                let h = self.header;
+                self.payload_left = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                self.reset_code = (h[3] == FRAME_RST_STREAM && self.payload_left == 4)
+                    .then_some((0, 0));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ProtocolErrorResets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtocolErrorResets")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl tokio::io::AsyncRead for ProtocolErrorResets {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ProtocolErrorResets {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.scan(&buf[..n]);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            let mut left = n;
+            for buf in bufs {
+                let take = left.min(buf.len());
+                self.scan(&buf[..take]);
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl crate::protocols::Shutdown for ProtocolErrorResets {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl crate::protocols::UniqueID for ProtocolErrorResets {
+    fn id(&self) -> crate::protocols::UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl crate::protocols::Ssl for ProtocolErrorResets {
+    fn get_ssl(&self) -> Option<&crate::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<crate::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl crate::protocols::GetTimingDigest for ProtocolErrorResets {
+    fn get_timing_digest(&self) -> Vec<Option<crate::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl crate::protocols::GetProxyDigest for ProtocolErrorResets {
+    fn get_proxy_digest(&self) -> Option<Arc<crate::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: crate::protocols::raw_connect::ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl crate::protocols::GetSocketDigest for ProtocolErrorResets {
+    fn get_socket_digest(&self) -> Option<Arc<crate::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: crate::protocols::SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl crate::protocols::Peek for ProtocolErrorResets {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
     }
 }
 

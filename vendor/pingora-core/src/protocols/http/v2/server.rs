@@ -160,8 +160,9 @@ pub(crate) async fn accept_downstream_sessions<F>(
 ///   [`HttpSession::go_away`] does the same from a session (a client banned meanwhile).
 ///   Unlike a server shutdown, the idle timeout still applies afterwards, so a client that
 ///   never acknowledges the GOAWAY's PING cannot hold the connection once its streams are done.
-/// * `on_refused`: called for each request refused here, before any session exists (see
-///   [`H2Refused`]), so the application can count and log it.
+/// * `on_refused`: called for each request answered 400 here, before any session exists (see
+///   [`H2Refused`]), so the application can count and log it. (The PROTOCOL_ERROR resets are
+///   seen on the wire instead, those of the h2 library included.)
 pub(crate) async fn accept_downstream_sessions_limited<F, R>(
     mut conn: H2Connection<Stream>,
     digest: Arc<Digest>,
@@ -387,20 +388,19 @@ fn invalid_request_authority(request: &RequestHeader) -> bool {
 
 /// portcullis patch: why a downstream HTTP/2 request is refused while its stream is accepted,
 /// before any session exists; given to the accept loop's `on_refused`
-/// ([`crate::apps::HttpServerApp::h2_request_refused`]). With h2 0.4 and http 1, only the
-/// authority checks are reached in practice: the h2 library itself resets a stream whose
-/// `:path` is not origin-form or has a space, or whose Content-Length values conflict, and
-/// never hands it to Pingora; the others stay as defense in depth.
+/// ([`crate::apps::HttpServerApp::h2_request_refused`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum H2Refused {
-    /// A NUL, CR, LF or space in `:path` (the stream is reset with PROTOCOL_ERROR).
-    TargetByte,
-    /// Conflicting or unparseable `Content-Length` values (reset with PROTOCOL_ERROR).
-    ContentLength,
     /// `Host` and `:authority` missing, repeated, conflicting or with userinfo (answered 400).
     Authority,
     /// An absolute-form or ambiguous `:path`, or an ambiguous CONNECT authority (answered 400).
     Path,
+    /// A stream reset with PROTOCOL_ERROR: a request that is not valid HTTP/2, refused by the
+    /// h2 library itself (a `:path` not in origin form or with a space, conflicting lengths,
+    /// a connection-specific field) or by Pingora (a NUL, CR, LF or space in `:path`,
+    /// conflicting Content-Length values). Seen as the RST_STREAM frame is written, so
+    /// without the request.
+    Protocol,
 }
 
 /// [`invalid_request_authority`], saying which check refused the request.
@@ -540,7 +540,6 @@ impl HttpSession {
         if request_target_has_forbidden_byte(request_header.raw_path()) {
             debug!("Rejecting H2 request: forbidden delimiter byte in request target");
             send_response.send_reset(h2::Reason::PROTOCOL_ERROR);
-            on_refused(&request_header, H2Refused::TargetByte);
             account_malformed_stream(malformed_streams)?;
             return Ok(Some(H2Accept::Rejected));
         }
@@ -557,7 +556,6 @@ impl HttpSession {
             // floods. Connection-level abuse is surfaced via the error below.
             debug!("rejecting downstream h2 request: {e}");
             send_response.send_reset(h2::Reason::PROTOCOL_ERROR);
-            on_refused(&request_header, H2Refused::ContentLength);
 
             account_malformed_stream(malformed_streams)?;
             return Ok(Some(H2Accept::Rejected));
