@@ -1003,6 +1003,104 @@ impl Reputation {
         }
     }
 
+    /// The client key an offense by `addr` would be counted against, or `None` when it would
+    /// not be counted (`ignoreip`, `deny`, or the key is banned already). A cluster counts
+    /// offenses elsewhere too and forwards only those this table counts.
+    pub fn counted_key(&self, addr: IpAddr, now_ms: u64) -> Option<IpAddr> {
+        let (addr, client) = self.identify(addr);
+        let shard = self.shard(client).read();
+        let view = &shard.view;
+        if view.deny.contains(addr) || view.ignore.contains(addr) {
+            return None;
+        }
+        if view.covering_ban(addr, now_ms).is_some()
+            || shard.bans.get(&client).is_some_and(|b| b.active(now_ms))
+        {
+            return None;
+        }
+        Some(client)
+    }
+
+    /// Applies a ban made elsewhere (another gateway of a cluster) with its own expiry, reason
+    /// and escalation count. Returns the [`Event::Banned`] to journal, or `None` when an
+    /// active ban of the same network already lasts at least as long (nothing changed; this
+    /// also ends echo loops). The offender's ban count rises to the ban's, so the next ban
+    /// made here escalates from the cluster-wide history. Not counted in
+    /// [`Stats::bans_by_reason`]: the gateway that made the ban counted it.
+    pub fn apply_remote(&self, ban: &BanInfo, now_ms: u64) -> Result<Option<Event>, BanError> {
+        if ban.until_ms <= now_ms {
+            return Ok(None);
+        }
+        let settings = self.settings();
+        let net = ban.net.trunc();
+        if self.nets.read().ignore.covers(&net) {
+            return Err(BanError::Ignored(net));
+        }
+        let newer = |existing: Option<&BanEntry>| {
+            existing.is_none_or(|b| !b.active(now_ms) || b.until_ms < ban.until_ms)
+        };
+        if let Some(client) = self.client_key(&net, &settings) {
+            let mut shard = self.shard(client).write();
+            if !newer(shard.bans.get(&client)) {
+                return Ok(None);
+            }
+            let replacing = shard.bans.get(&client).is_some_and(|b| b.active(now_ms));
+            if !replacing && !self.reserve_ban(&mut shard, now_ms) {
+                self.counters.bans_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(BanError::Capacity(self.active_bans.load(Ordering::Relaxed)));
+            }
+            let seq = self.next_seq();
+            let info = BanInfo {
+                net: self.client_net(client, &settings),
+                ..ban.clone()
+            };
+            if let Some(offender) = shard.offenders.get_mut(&client) {
+                if ban.origin == BanOrigin::Automatic {
+                    offender.ban_count = offender.ban_count.max(ban.ban_count);
+                    offender.last_ban_end_ms = offender.last_ban_end_ms.max(ban.until_ms);
+                }
+                offender.window.clear();
+                offender.last_score = 0;
+                offender.seq = seq;
+            }
+            if shard
+                .bans
+                .insert(client, BanEntry::from_info(seq, &info))
+                .is_some()
+                && !replacing
+            {
+                // An expired entry was replaced: it was still counted.
+                self.active_bans.fetch_sub(1, Ordering::Relaxed);
+            }
+            Ok(Some(Event::Banned { seq, ban: info }))
+        } else {
+            let mut nets = self.nets.write();
+            if !newer(nets.cidr_bans.get(&net)) {
+                return Ok(None);
+            }
+            let existing = nets.cidr_bans.get(&net).map(|b| b.active(now_ms));
+            if existing != Some(true) && !self.try_reserve_ban() {
+                self.counters.bans_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(BanError::Capacity(self.active_bans.load(Ordering::Relaxed)));
+            }
+            let seq = self.next_seq();
+            let info = BanInfo {
+                net,
+                ..ban.clone()
+            };
+            if nets
+                .cidr_bans
+                .insert(net, BanEntry::from_info(seq, &info))
+                .is_some()
+                && existing == Some(false)
+            {
+                self.active_bans.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.publish(&mut nets);
+            Ok(Some(Event::Banned { seq, ban: info }))
+        }
+    }
+
     /// Every active ban, oldest first.
     pub fn bans(&self, now_ms: u64) -> Vec<BanInfo> {
         let settings = self.settings();
