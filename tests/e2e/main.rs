@@ -3,6 +3,7 @@
 mod support;
 
 mod api;
+mod cluster;
 mod fast_path;
 mod filters;
 mod hardening;

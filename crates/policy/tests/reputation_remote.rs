@@ -121,10 +121,14 @@ fn remote_cidr_bans_expired_bans_and_ignoreip() {
         ..remote("203.0.113.0/24", 0, T0 + MIN)
     };
     assert!(rep.apply_remote(&cidr, T0).unwrap().is_some());
-    assert!(matches!(rep.check(ip("203.0.113.99"), T0), Verdict::Banned { .. }));
+    assert!(matches!(
+        rep.check(ip("203.0.113.99"), T0),
+        Verdict::Banned { .. }
+    ));
     assert_eq!(rep.apply_remote(&cidr, T0).unwrap(), None);
     assert_eq!(
-        rep.apply_remote(&remote("198.51.100.11/32", 1, T0), T0).unwrap(),
+        rep.apply_remote(&remote("198.51.100.11/32", 1, T0), T0)
+            .unwrap(),
         None,
         "already expired"
     );
@@ -140,7 +144,10 @@ fn counted_key_skips_ignored_and_banned_clients() {
         ..settings()
     });
     assert_eq!(rep.counted_key(ip("192.0.2.1"), T0), None);
-    assert_eq!(rep.counted_key(ip("198.51.100.12"), T0), Some(ip("198.51.100.12")));
+    assert_eq!(
+        rep.counted_key(ip("198.51.100.12"), T0),
+        Some(ip("198.51.100.12"))
+    );
     rep.apply_remote(&remote("198.51.100.12/32", 1, T0 + MIN), T0)
         .unwrap();
     assert_eq!(rep.counted_key(ip("198.51.100.12"), T0), None);

@@ -6,6 +6,7 @@ mod access_log;
 mod admin;
 mod api;
 mod cli;
+mod cluster;
 mod config;
 mod engine_metrics;
 mod fast;

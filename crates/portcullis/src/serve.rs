@@ -70,6 +70,7 @@ pub fn run(path: &Path) -> ExitCode {
         threads,
         reuseport,
         h2_idle_timeout,
+        cluster,
         ..
     } = start;
     let admin = settings.admin.clone();
@@ -82,6 +83,16 @@ pub fn run(path: &Path) -> ExitCode {
     };
     let shared = Arc::new(ArcSwap::from_pointee(runtime));
     crate::engine_metrics::EngineCollector::register(shared.clone());
+    crate::cluster::metrics::ClusterMetrics::get();
+    if let Some(cluster) = &cluster {
+        // Before serving: the task loads every active ban as soon as Redis answers.
+        let store = shared.load().store.clone();
+        if let Err(e) = crate::cluster::start(cluster, store) {
+            eprintln!("{e}");
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    }
 
     crate::accept::register_metrics();
     let filter = Arc::new(crate::accept::BanAtAccept {

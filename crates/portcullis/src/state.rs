@@ -4,17 +4,22 @@
 //! the request that caused it is answered, so a `kill -9` right after a ban cannot lose it.
 //! Bans are rare next to requests; the slow parts (`fdatasync`, snapshots) run on a
 //! background thread that group-commits once a second.
+//!
+//! With `[cluster]`, offenses this table counted and ban changes made here also leave the
+//! process for the other gateways ([`ClusterLink`]): handed to the cluster task through a
+//! bounded queue, never waited for (`src/cluster/`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use portcullis_policy::persist::{Journal, SyncPolicy};
 use std::net::IpAddr;
 
 use portcullis_policy::reputation::{
-    Event, OffenseKind, Reputation, ReputationSettings, UnbanCause,
+    BanInfo, Event, OffenseKind, Reputation, ReputationSettings, UnbanCause,
 };
 use portcullis_policy::time::{Clock, SystemClock};
 
@@ -27,6 +32,51 @@ pub struct BanStore {
     /// The engine.
     pub reputation: Arc<Reputation>,
     journal: Option<Arc<Shared>>,
+    /// Where offenses and ban changes go for the other gateways, when `[cluster]` is on.
+    cluster: OnceLock<ClusterLink>,
+}
+
+/// What this gateway tells the others (through the cluster task).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// An offense this table counted without it banning the client.
+    Offense {
+        /// The client key (IPv4, or IPv6 aggregated to `ipv6_prefix`).
+        client: IpAddr,
+        /// What it did.
+        kind: OffenseKind,
+        /// Its weight.
+        weight: u32,
+        /// When (ms since the UNIX epoch).
+        at_ms: u64,
+    },
+    /// A ban made here: by the engine (this table reached `maxretry` first) or an
+    /// administrator.
+    Ban(BanInfo),
+    /// A ban lifted here by an administrator.
+    Unban {
+        /// The client or network.
+        net: IpNet,
+        /// When.
+        at_ms: u64,
+    },
+}
+
+/// The sending end of the cluster queue. Sending never waits: a full queue drops the message
+/// and counts it (the local table has already decided; only sharing is lost).
+pub struct ClusterLink {
+    /// The queue to the cluster task.
+    pub queue: tokio::sync::mpsc::Sender<Outgoing>,
+    /// Messages dropped because the queue was full.
+    pub dropped: prometheus::IntCounter,
+}
+
+impl ClusterLink {
+    fn send(&self, message: Outgoing) {
+        if self.queue.try_send(message).is_err() {
+            self.dropped.inc();
+        }
+    }
 }
 
 /// The journal and whether it holds records not yet fsync'd.
@@ -55,6 +105,7 @@ impl BanStore {
             return Ok(BanStore {
                 reputation,
                 journal: None,
+                cluster: OnceLock::new(),
             });
         };
         let now = SystemClock.now_ms();
@@ -84,12 +135,25 @@ impl BanStore {
         Ok(BanStore {
             reputation,
             journal: Some(shared),
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// Sends offenses and ban changes to the cluster from now on (once, at start).
+    pub fn attach_cluster(&self, link: ClusterLink) {
+        if self.cluster.set(link).is_err() {
+            tracing::error!("the cluster link was attached twice; keeping the first");
+        }
     }
 
     /// An offense of `weight` by the client at `addr` was counted in the table, and `ban` is
     /// the ban it caused: recorded here. Every offense passes here (the walk's observer calls
     /// it): it is the seam where offenses leave the process.
+    ///
+    /// With a cluster, an offense the table counted without banning is also counted
+    /// cluster-wide; one that banned goes out as the ban (which counts in the cluster's
+    /// history). The table did not count it when the client is in `ignoreip` or banned: then
+    /// [`Reputation::counted_key`] says so now as it did then.
     pub fn offense_counted(
         &self,
         addr: IpAddr,
@@ -97,14 +161,55 @@ impl BanStore {
         weight: u32,
         ban: Option<Event>,
     ) {
-        let _ = (addr, kind, weight);
         if let Some(event) = ban {
             self.record(event);
+            return;
+        }
+        let Some(link) = self.cluster.get() else {
+            return;
+        };
+        let now_ms = SystemClock.now_ms();
+        if let Some(client) = (weight > 0)
+            .then(|| self.reputation.counted_key(addr, now_ms))
+            .flatten()
+        {
+            link.send(Outgoing::Offense {
+                client,
+                kind,
+                weight,
+                at_ms: now_ms,
+            });
         }
     }
 
-    /// Logs a ban event and appends it to the journal. Every ban change goes through here.
+    /// Logs a ban event, appends it to the journal and tells the cluster. Every ban change
+    /// made on this gateway goes through here.
     pub fn record(&self, event: Event) {
+        if let Some(link) = self.cluster.get() {
+            match &event {
+                Event::Banned { ban, .. } => link.send(Outgoing::Ban(ban.clone())),
+                Event::Unbanned {
+                    net,
+                    at_ms,
+                    cause: UnbanCause::Admin,
+                    ..
+                } => link.send(Outgoing::Unban {
+                    net: *net,
+                    at_ms: *at_ms,
+                }),
+                // Every gateway (and Redis) expires a ban on its own.
+                Event::Unbanned { .. } => {}
+            }
+        }
+        self.persist(event);
+    }
+
+    /// Logs and journals a ban change received from another gateway, without sending it back.
+    pub fn record_remote(&self, event: Event) {
+        self.persist(event);
+    }
+
+    fn persist(&self, event: Event) {
         log_event(&event);
         if let Some(shared) = &self.journal {
             if let Err(e) = shared.lock().append(&event) {

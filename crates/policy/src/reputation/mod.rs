@@ -1084,10 +1084,7 @@ impl Reputation {
                 return Err(BanError::Capacity(self.active_bans.load(Ordering::Relaxed)));
             }
             let seq = self.next_seq();
-            let info = BanInfo {
-                net,
-                ..ban.clone()
-            };
+            let info = BanInfo { net, ..ban.clone() };
             if nets
                 .cidr_bans
                 .insert(net, BanEntry::from_info(seq, &info))

@@ -95,6 +95,25 @@ pub struct Settings {
     pub access_log: AccessLogSettings,
     /// Diagnostic logging.
     pub log: LogSettings,
+    /// Bans and offenses shared with other gateways; `None` when `[cluster]` is absent.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `[cluster]`: several gateways behind one load balancer share bans and offenses through
+/// Redis (or Valkey).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis://` or `rediss://` (TLS) URL, as written.
+    pub redis: String,
+    /// Prefix of every key and of the channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Bound on connecting and on each Redis command (only the background task waits on it).
+    pub timeout: Duration,
+    /// File holding the Redis password (instead of writing it in the URL).
+    pub password_file: Option<PathBuf>,
+    /// Offenses and ban changes waiting for Redis at most; beyond that they are dropped
+    /// (and counted), never waited for.
+    pub queue: usize,
 }
 
 /// `[server]`.

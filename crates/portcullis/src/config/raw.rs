@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub access_log: Option<RawAccessLog>,
     #[serde(default)]
     pub log: RawLog,
+    pub cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +240,17 @@ pub struct RawLog {
     /// "human" or "json".
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+/// `[cluster]`: several gateways sharing bans and offenses through Redis.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: String,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<String>,
+    pub password_file: Option<String>,
+    pub queue: Option<i64>,
 }
 
 /// The key path a serde error is about, worked out from where it points in the file.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Settings, TlsListener};
+use super::{ClusterSettings, Settings, TlsListener};
 
 /// Declares [`StartSettings`]: each field with the key a user writes and how it is read from
 /// [`Settings`]; [`StartSettings::changed`] compares field by field.
@@ -61,4 +61,6 @@ start_settings! {
         |s| Duration::from_secs(s.server.keepalive_timeout.unwrap_or(1));
     /// Pingora's grace period on shutdown.
     shutdown_grace: Duration = "server.shutdown_grace", |s| s.server.shutdown_grace;
+    /// The Redis connection and key names of the cluster task (started once).
+    cluster: Option<ClusterSettings> = "cluster", |s| s.cluster.clone();
 }

@@ -304,6 +304,10 @@ pub(super) fn validate(
     let inflight = inflight(&mut c, &raw.inflight);
     let access_log = access_log(&mut c, raw.access_log.as_ref(), &resolve_path);
     let log = log(&mut c, &raw.log);
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .map(|cl| cluster(&mut c, cl, &resolve_path));
 
     if !c.errors.is_empty() {
         let mut errors = c.errors;
@@ -324,6 +328,7 @@ pub(super) fn validate(
         inflight,
         access_log,
         log,
+        cluster,
     })
 }
 
@@ -701,6 +706,71 @@ fn log(c: &mut Check, raw: &RawLog) -> LogSettings {
         );
     }
     LogSettings { format, level }
+}
+
+/// `[cluster]`.
+fn cluster(
+    c: &mut Check,
+    cl: &RawCluster,
+    resolve_path: &dyn Fn(&str) -> PathBuf,
+) -> ClusterSettings {
+    use redis::IntoConnectionInfo;
+    let redis = cl.redis.trim().to_string();
+    let scheme_ok = ["redis://", "rediss://", "valkey://", "valkeys://"]
+        .iter()
+        .any(|s| redis.starts_with(s));
+    match redis.as_str().into_connection_info() {
+        Ok(info) if scheme_ok => {
+            if cl.password_file.is_some() && info.redis_settings().password().is_some() {
+                c.err(
+                    "cluster.password_file",
+                    "the redis URL has a password already: give it in one place",
+                );
+            }
+        }
+        Ok(_) => c.err(
+            "cluster.redis",
+            format!("{redis:?}: write redis://host:port/db (or rediss:// for TLS)"),
+        ),
+        Err(e) => c.err(
+            "cluster.redis",
+            format!("{redis:?} is not a Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\""),
+        ),
+    }
+    let key_prefix = cl
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| "portcullis:".into());
+    if key_prefix.is_empty()
+        || key_prefix.len() > 64
+        || key_prefix
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        c.err(
+            "cluster.key_prefix",
+            format!("{key_prefix:?}: 1 to 64 characters, no spaces"),
+        );
+    }
+    let timeout = c.duration(
+        "cluster.timeout",
+        cl.timeout.as_deref(),
+        Duration::from_millis(250),
+    );
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        c.err(
+            "cluster.timeout",
+            "must be more than 0 and at most 60s: it bounds every Redis command",
+        );
+    }
+    let queue = c.int("cluster.queue", cl.queue, 16..=1_000_000, 10_000) as usize;
+    ClusterSettings {
+        redis,
+        key_prefix,
+        timeout,
+        password_file: cl.password_file.as_deref().map(resolve_path),
+        queue,
+    }
 }
 
 /// `[rate_limit.NAME]`.
