@@ -273,8 +273,8 @@ fn reuseport_is_off_unless_turned_on() {
     assert_eq!(err[0].line, Some(3));
 }
 
-/// The `[api]` and `[probes]` keys of the next design sketch (binding), with `openapi`
-/// pointing at a spec the test provides. (`[cluster]` is not built yet.)
+/// The `[api]`, `[probes]` and `[cluster]` keys of the next design sketch (binding), with
+/// `openapi` pointing at a spec the test provides.
 #[test]
 fn the_api_and_probes_sections_of_the_next_sketch_are_accepted() {
     let sketch = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -287,12 +287,20 @@ fn the_api_and_probes_sections_of_the_next_sketch_are_accepted() {
         .as_table()
         .expect("a [probes] table")
         .to_string();
+    let cluster = doc["cluster"]
+        .as_table()
+        .expect("a [cluster] table")
+        .to_string();
     let dir = tempfile::tempdir().unwrap();
     let spec = r#"{"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
         "paths": {"/items/{id}": {"get": {}}, "/health": {"get": {}}}}"#;
     std::fs::write(dir.path().join("openapi.json"), spec).unwrap();
-    let text = format!("{MINIMAL}\n[api]\n{api}\n[probes]\n{probes}");
+    let text = format!("{MINIMAL}\n[api]\n{api}\n[probes]\n{probes}\n[cluster]\n{cluster}");
     let s = Settings::parse(&text, dir.path()).unwrap_or_else(|e| panic!("{e:?}"));
+    let cluster = s.cluster.as_ref().expect("[cluster] settings");
+    assert_eq!(cluster.redis, "redis://127.0.0.1:6379/0");
+    assert_eq!(cluster.key_prefix, "portcullis:");
+    assert_eq!(cluster.timeout, Duration::from_millis(250));
     let probes = s.probes.as_ref().expect("[probes] settings");
     assert!(!probes.dry_run);
     let php = probes
@@ -476,4 +484,51 @@ upstream = "api"
             "server.keepalive_timeout (HTTP/2)"
         ]
     );
+}
+
+#[test]
+fn cluster_defaults_and_errors_name_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings::parse(MINIMAL, dir.path()).unwrap();
+    assert!(s.cluster.is_none(), "off without the section");
+    let text = format!(
+        "{MINIMAL}\n[cluster]\nredis = \"rediss://:pw@redis.internal:6380/2\"\nkey_prefix = \"prod:\"\npassword_file = \"pw\"\n"
+    );
+    let errors = Settings::parse(&text, dir.path()).unwrap_err();
+    assert_eq!(errors[0].key, "cluster.password_file", "{errors:?}");
+    let text = format!(
+        "{MINIMAL}\n[cluster]\nredis = \"http://127.0.0.1:6379\"\nkey_prefix = \"a b\"\ntimeout = \"0s\"\nqueue = 1\nspeed = 3\n"
+    );
+    let errors = Settings::parse(&text, dir.path()).unwrap_err();
+    assert_eq!(
+        errors[0].key, "cluster.speed",
+        "unknown keys are errors: {errors:?}"
+    );
+    let text = format!(
+        "{MINIMAL}\n[cluster]\nredis = \"http://127.0.0.1:6379\"\nkey_prefix = \"a b\"\ntimeout = \"0s\"\nqueue = 1\n"
+    );
+    let errors = Settings::parse(&text, dir.path()).unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "cluster.redis",
+            "cluster.key_prefix",
+            "cluster.timeout",
+            "cluster.queue"
+        ]
+    );
+    let base = MINIMAL.lines().count();
+    assert_eq!(errors[0].line, Some(base + 3), "{errors:?}");
+    let text = format!("{MINIMAL}\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n");
+    let c = Settings::parse(&text, dir.path()).unwrap().cluster.unwrap();
+    assert_eq!(
+        (c.key_prefix.as_str(), c.timeout, c.queue, c.password_file),
+        ("portcullis:", Duration::from_millis(250), 10_000, None)
+    );
+    // The cluster task starts once: a reload that changes the section says it needs a restart.
+    let other = text.replace("6379/0", "6380/0");
+    let started = start::StartSettings::of(&Settings::parse(&text, dir.path()).unwrap());
+    let reloaded = start::StartSettings::of(&Settings::parse(&other, dir.path()).unwrap());
+    assert_eq!(started.changed(&reloaded), vec!["cluster"]);
 }
