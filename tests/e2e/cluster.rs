@@ -201,6 +201,58 @@ async fn cluster_a_scanner_spread_over_three_gateways_is_banned_by_all() {
     }
 }
 
+/// Escalation (bantime_increment) counts the client's bans on every gateway: banned once
+/// through gateway 0's share, unbanned, then banned again: the second ban lasts twice as long
+/// wherever it is made, and every gateway shows ban count 2.
+#[tokio::test]
+async fn cluster_escalation_uses_the_cluster_wide_ban_count() {
+    let redis = Redis::start().await;
+    let up = upstream().status("/missing", 404).run().await;
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        let gw = member(&up, &redis)
+            .extra("[reputation.bantime_increment]\nfactor = 2\nmaxtime = \"1d\"\n")
+            .start()
+            .await;
+        gws.push(gw);
+    }
+    for gw in &gws {
+        wait_up(gw, 1.0).await;
+    }
+    let scanner = "203.0.113.90";
+    scan(&gws, scanner).await;
+    assert!(all_refuse(&gws, scanner, Duration::from_secs(1)).await);
+    cli(&gws[0], &["bans", "remove", scanner]);
+    for gw in &gws {
+        assert!(
+            eventually(Duration::from_secs(1), || async {
+                status_as(gw, scanner, "/ok").await == 200
+            })
+            .await
+        );
+    }
+    // Rotated differently this time: another gateway's offense reaches maxretry.
+    scan(&gws[1..], scanner).await;
+    assert!(all_refuse(&gws, scanner, Duration::from_secs(1)).await);
+    for gw in &gws {
+        let bans: serde_json::Value = client()
+            .get(format!("http://127.0.0.1:{}/bans", gw.admin_port))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ban = bans
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["net"] == "203.0.113.90/32"))
+            .unwrap_or_else(|| panic!("no ban in {bans}"));
+        assert_eq!(ban["ban_count"], 2, "{ban}");
+        let length = ban["until_ms"].as_u64().unwrap() - ban["created_ms"].as_u64().unwrap();
+        assert_eq!(length, 20 * 60 * 1000, "second ban: 2 × bantime; {ban}");
+    }
+}
+
 /// (b) `bans add` on one gateway is enforced by the other two within 1 s, and `bans remove`
 /// likewise; the ban propagation p99 over 60 bans is printed and held to 100 ms (item 2).
 #[tokio::test]

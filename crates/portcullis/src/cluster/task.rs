@@ -84,7 +84,7 @@ pub async fn run(
                 match synced {
                     Ok(()) => {
                         m.up.set(1);
-                        tracing::warn!(redis = %redact(&ctx), node = %ctx.node, "cluster up: sharing bans and offenses through Redis");
+                        tracing::info!(redis = %redact(&ctx), node = %ctx.node, "cluster up: sharing bans and offenses through Redis");
                         backoff = MIN_BACKOFF;
                         let Down(e) = link.serve(pubsub, &mut queue, &mut pending_unbans).await;
                         m.up.set(0);
