@@ -764,11 +764,20 @@ fn cluster(
         );
     }
     let queue = c.int("cluster.queue", cl.queue, 16..=1_000_000, 10_000) as usize;
+    let password_file = cl.password_file.as_deref().map(resolve_path);
+    if let Some(p) = &password_file {
+        if !c.env.is_file(p) {
+            c.err(
+                "cluster.password_file",
+                format!("{} is not a readable file", p.display()),
+            );
+        }
+    }
     ClusterSettings {
         redis,
         key_prefix,
         timeout,
-        password_file: cl.password_file.as_deref().map(resolve_path),
+        password_file,
         queue,
     }
 }
