@@ -6,6 +6,7 @@ mod api;
 mod cluster;
 mod fast_path;
 mod filters;
+mod h2guard;
 mod hardening;
 mod http;
 mod http2;

@@ -29,6 +29,9 @@ pub struct Metrics {
     /// `portcullis_client_timeouts_total{kind}`: client connections cut because a time bound
     /// passed: `send` (send_timeout), `client_body` (client_body_timeout).
     pub client_timeouts: IntCounterVec,
+    /// `portcullis_h2_floods_total{frame}`: HTTP/2 connections closed with GOAWAY
+    /// ENHANCE_YOUR_CALM, by what flooded (`h2guard::Flood`).
+    pub h2_floods: IntCounterVec,
     /// `portcullis_responses_total{class}`, resolved per class once, in [`CLASSES`] order, so the request path does
     /// not hash labels.
     response_classes: Vec<IntCounter>,
@@ -101,6 +104,14 @@ impl Metrics {
                 &["kind"]
             )
             .expect("register portcullis_client_timeouts_total"),
+            h2_floods: register_int_counter_vec!(
+                "portcullis_h2_floods_total",
+                "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for a flood, by frame \
+                 (window_update, priority, ping, settings, rst_stream, empty_data, \
+                 unknown_frame, headers, stream_errors).",
+                &["frame"]
+            )
+            .expect("register portcullis_h2_floods_total"),
             reloads: register_int_counter_vec!(
                 "portcullis_config_reloads_total",
                 "Configuration reloads by result (ok, error).",
@@ -114,6 +125,9 @@ impl Metrics {
         // Every kind exported from the start at 0, so a dashboard shows 0, not "no data".
         for kind in ["send", "client_body", "h2_preface"] {
             m.client_timeouts.with_label_values(&[kind]);
+        }
+        for flood in crate::h2guard::Flood::ALL {
+            m.h2_floods.with_label_values(&[flood.as_str()]);
         }
         m
     }

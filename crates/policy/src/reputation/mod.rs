@@ -187,20 +187,24 @@ pub enum OffenseKind {
     Malformed,
     /// Asked for a path the API's spec does not declare (`[api] unknown`).
     UnknownRoute,
+    /// Flooded an HTTP/2 connection with control frames or reset streams (Rapid Reset); the
+    /// connection was closed with GOAWAY ENHANCE_YOUR_CALM.
+    Flood,
 }
 
 impl OffenseKind {
     /// Every kind, in a stable order (for metrics).
-    pub const ALL: [OffenseKind; 5] = [
+    pub const ALL: [OffenseKind; 6] = [
         OffenseKind::Probe,
         OffenseKind::RateLimit,
         OffenseKind::UpstreamStatus,
         OffenseKind::Malformed,
         OffenseKind::UnknownRoute,
+        OffenseKind::Flood,
     ];
 
     /// The metric label: `probe`, `rate_limit`, `upstream_status`, `malformed`,
-    /// `unknown_route`.
+    /// `unknown_route`, `flood`.
     pub fn as_str(self) -> &'static str {
         match self {
             OffenseKind::Probe => "probe",
@@ -208,6 +212,7 @@ impl OffenseKind {
             OffenseKind::UpstreamStatus => "upstream_status",
             OffenseKind::Malformed => "malformed",
             OffenseKind::UnknownRoute => "unknown_route",
+            OffenseKind::Flood => "flood",
         }
     }
 
@@ -229,6 +234,9 @@ pub struct OffenseWeights {
     pub malformed: u32,
     /// Weight of a request outside the API's spec (default 1, as an upstream 404 has).
     pub unknown_route: u32,
+    /// Weight of an HTTP/2 flood (default 3: the connection is already cut, and with the
+    /// default `maxretry` of 5 a client that reconnects to flood again is banned).
+    pub flood: u32,
 }
 
 impl Default for OffenseWeights {
@@ -239,6 +247,7 @@ impl Default for OffenseWeights {
             upstream_status: 1,
             malformed: 1,
             unknown_route: 1,
+            flood: 3,
         }
     }
 }
@@ -252,6 +261,7 @@ impl OffenseWeights {
             OffenseKind::UpstreamStatus => self.upstream_status,
             OffenseKind::Malformed => self.malformed,
             OffenseKind::UnknownRoute => self.unknown_route,
+            OffenseKind::Flood => self.flood,
         }
     }
 }

@@ -205,6 +205,7 @@ pub struct RawWeights {
     pub status: Option<i64>,
     pub malformed: Option<i64>,
     pub unknown_route: Option<i64>,
+    pub flood: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

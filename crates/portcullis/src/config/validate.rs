@@ -1117,6 +1117,7 @@ fn reputation(c: &mut Check, r: &RawReputation, ipv6_prefix: u8) -> ReputationCo
         upstream_status: weight(c, "status", w.status, dw.upstream_status),
         malformed: weight(c, "malformed", w.malformed, dw.malformed),
         unknown_route: weight(c, "unknown_route", w.unknown_route, dw.unknown_route),
+        flood: weight(c, "flood", w.flood, dw.flood),
     };
     ReputationConfig {
         engine,

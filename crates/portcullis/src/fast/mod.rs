@@ -28,9 +28,11 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use portcullis_policy::reputation::OffenseKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::h2guard::{Flood, OnFlood};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::request_ctx::{KeptAlive, RequestCtx};
@@ -67,19 +69,20 @@ impl ServerApp for Edge {
                 rt.settings.server.client_header_timeout,
             )
         };
-        // HTTP/2 over TLS: Pingora would wait for the client's preface forever.
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        // HTTP/2 over TLS: a deadline on the preface, budgets on control frames (h2guard.rs).
         let stream = match stream.selected_alpn_proto() {
             Some(pingora::protocols::ALPN::H2) => {
                 let expired = Metrics::get()
                     .client_timeouts
                     .with_label_values(&["h2_preface"]);
-                crate::preface::PrefaceDeadline::wrap(stream, header_time, expired)
+                let on_flood = flood_report(self.runtime.clone(), peer);
+                crate::h2guard::H2Guard::wrap(stream, header_time, expired, on_flood)
             }
             _ => stream,
         };
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let Some(peer) = peer.filter(|_| fast && stream.get_ssl_digest().is_none()) else {
             return self.proxy.process_new(stream, shutdown).await;
         };
@@ -134,6 +137,29 @@ impl Edge {
             result = self.proxy.process_new_http(session, shutdown).await;
         }
     }
+}
+
+/// What is done when an HTTP/2 connection from `peer` is cut for a flood: counted, logged,
+/// and an offense of the peer's, unless it is a trusted proxy (the client behind it cannot be
+/// known, as for junk it relays).
+fn flood_report(runtime: Arc<ArcSwap<Runtime>>, peer: Option<IpAddr>) -> OnFlood {
+    Box::new(move |flood: Flood| {
+        Metrics::get()
+            .h2_floods
+            .with_label_values(&[flood.as_str()])
+            .inc();
+        let client = peer.map_or_else(|| "-".to_string(), |p| p.to_string());
+        tracing::warn!(
+            client = %client,
+            frame = flood.as_str(),
+            "HTTP/2 flood: connection closed with GOAWAY ENHANCE_YOUR_CALM"
+        );
+        let rt = runtime.load();
+        if let Some(peer) = peer.filter(|p| !rt.client_ip.is_trusted(*p)) {
+            let now = rt.gate.clock().now_ms();
+            rt.gate.offense(peer, OffenseKind::Flood, now, &rt.reporter);
+        }
+    })
 }
 
 /// One client connection on the fast path.
