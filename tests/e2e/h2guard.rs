@@ -438,6 +438,10 @@ async fn rapid_reset_across_reconnects_gets_the_client_banned() {
             .await,
         1.0
     );
+    // The streams in flight when a connection is cut were cancelled by the client, not
+    // protocol violations of their own.
+    let offenses = gw.metric("portcullis_offenses_total", &[]).await;
+    assert_eq!(offenses, 2.0, "{}", metrics_text(&gw).await);
 }
 
 /// A browser-like client on one connection is never cut: the PRIORITY tree Firefox sends
