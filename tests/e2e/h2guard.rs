@@ -3,7 +3,7 @@
 //! close within a second, is counted and logged, and is an offense, so a client that
 //! reconnects to flood again is banned at accept; a browser-like client is never cut.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,9 +56,8 @@ fn reset(stream: u32) -> Vec<u8> {
     frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes())
 }
 
-/// A TLS connection from `source` (a loopback address) that negotiated `h2`; an error when
-/// the gateway refuses it at accept.
-async fn connect(source: [u8; 4], port: u16) -> std::io::Result<Tls> {
+/// A TLS connection that negotiated `h2`; an error when the gateway refuses it at accept.
+async fn connect(port: u16) -> std::io::Result<Tls> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -68,22 +67,16 @@ async fn connect(source: [u8; 4], port: u16) -> std::io::Result<Tls> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind((source, 0).into())?;
-    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await?;
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls = connector.connect(name, tcp).await?;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     Ok(tls)
 }
 
-/// A client's address; the latency test's flooder has another.
-const CLIENT: [u8; 4] = [127, 0, 0, 1];
-const FLOODER: [u8; 4] = [127, 0, 0, 2];
-
 /// [`connect`], then the preface and an empty SETTINGS.
-async fn open(source: [u8; 4], port: u16) -> std::io::Result<Tls> {
-    let mut tls = connect(source, port).await?;
+async fn open(port: u16) -> std::io::Result<Tls> {
+    let mut tls = connect(port).await?;
     let mut hello = PREFACE.to_vec();
     hello.extend(frame(SETTINGS, 0, 0, &[]));
     tls.write_all(&hello).await?;
@@ -134,8 +127,8 @@ enum Flooded {
 
 /// Opens a connection and writes `one` over and over (in batches, as fast as the gateway
 /// reads) for at most `limit`, reading what comes back meanwhile.
-async fn flood(source: [u8; 4], port: u16, one: &[u8], limit: Duration) -> Flooded {
-    let Ok(tls) = open(source, port).await else {
+async fn flood(port: u16, one: &[u8], limit: Duration) -> Flooded {
+    let Ok(tls) = open(port).await else {
         return Flooded::Refused;
     };
     let (mut r, mut w) = tokio::io::split(tls);
@@ -214,56 +207,28 @@ async fn metrics_text(gw: &Gateway) -> String {
 }
 
 /// Finding 4: one connection sending WINDOW_UPDATE frames as fast as it can took half the
-/// gateway's CPU and made other clients' requests 60 times slower, and was never closed. Now
-/// it gets GOAWAY ENHANCE_YOUR_CALM and is closed within a second; the client flooding again
-/// on a new connection is banned at its next accept; another client's median latency meanwhile
-/// stays within twice its idle median.
+/// gateway's CPU and was never closed. Now it gets GOAWAY ENHANCE_YOUR_CALM and is closed
+/// within a second, counted and logged; the client flooding again on a new connection is
+/// banned, and refused at its next accept.
 #[tokio::test]
-async fn a_window_update_flood_is_cut_within_a_second_and_other_clients_stay_fast() {
+async fn a_window_update_flood_is_cut_within_a_second_and_its_client_banned() {
     let up = upstream().run().await;
-    let (gw, h2, port) =
+    let (gw, _h2, port) =
         with_tls(gateway(&up).extra("[reputation]\nmaxretry = 5\nignoreip = []")).await;
-    let url = format!("https://localhost:{port}/ok");
-    const REQUESTS: usize = 40;
-    median_latency(&h2, &url, 5).await;
-    let idle = median_latency(&h2, &url, REQUESTS).await;
-
-    // The flooder (from another address) reconnects to flood again until it is refused
-    // (bounded: 5 connections).
-    let flooding = Arc::new(AtomicBool::new(false));
-    let started = flooding.clone();
-    let flooder = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        for _ in 0..5 {
-            started.store(true, Ordering::SeqCst);
-            let flooded = flood(FLOODER, port, &window_update(0, 1), Duration::from_secs(3)).await;
-            let refused = matches!(flooded, Flooded::Refused);
-            seen.push(flooded);
-            if refused {
-                break;
-            }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let flooded = flood(port, &window_update(0, 1), Duration::from_secs(3)).await;
+        let refused = matches!(flooded, Flooded::Refused);
+        seen.push(flooded);
+        if refused {
+            break;
         }
-        seen
-    });
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            flooding.load(Ordering::SeqCst)
-        })
-        .await
-    );
-    let busy = median_latency(&h2, &url, REQUESTS).await;
-    let seen = flooder.await.unwrap();
-
+    }
     assert_cut_in_time("first flood", &seen[0]);
     // Two floods of weight 3 reach maxretry 5: the third connection is refused at accept.
     assert_cut_in_time("second flood", &seen[1]);
     assert!(matches!(seen[2], Flooded::Refused), "{seen:?}");
     assert_eq!(seen.len(), 3, "{seen:?}");
-    // Loopback medians are a millisecond or two; 2 ms of slack absorbs scheduling noise.
-    assert!(
-        busy <= idle * 2 + Duration::from_millis(2),
-        "median latency {busy:?} under the flood, {idle:?} idle"
-    );
     let floods = [("frame", "window_update")];
     assert_eq!(gw.metric("portcullis_h2_floods_total", &floods).await, 2.0);
     let flood_offenses = [("kind", "flood")];
@@ -284,9 +249,77 @@ async fn a_window_update_flood_is_cut_within_a_second_and_other_clients_stay_fas
     assert!(
         lines
             .iter()
-            .all(|l| l.contains("window_update") && l.contains("127.0.0.2")),
+            .all(|l| l.contains("window_update") && l.contains("127.0.0.1")),
         "{lines:?}"
     );
+}
+
+/// Finding 4, what other clients feel: one connection flooding WINDOW_UPDATE frames made
+/// other clients' median latency 60 times their idle one, for as long as it went on. The
+/// flood here is written by `openssl s_client` (native speed, where the test's own TLS is a
+/// debug build): 4 M frames. It is cut within a second, and another client's median latency
+/// over the flood and after stays within twice its idle median. Run alone (`scripts/test`):
+/// it measures time.
+#[tokio::test]
+#[ignore = "measures latency; scripts/test runs it alone"]
+async fn h2_flood_latency_other_clients_stay_fast() {
+    let up = upstream().run().await;
+    let (gw, h2, port) = with_tls(gateway(&up)).await;
+    let url = format!("https://localhost:{port}/ok");
+    const REQUESTS: usize = 40;
+    median_latency(&h2, &url, 5).await;
+    let idle = median_latency(&h2, &url, REQUESTS).await;
+
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(SETTINGS, 0, 0, &[]));
+    bytes.extend(window_update(0, 1).repeat(4_000_000));
+    let input = write_file(gw.dir.path(), "flood.bin", "");
+    std::fs::write(&input, &bytes).unwrap();
+    let output = gw.dir.path().join("flood.out");
+    let started = Instant::now();
+    let mut flooder = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl (scripts/setup installs it)");
+    let busy = median_latency(&h2, &url, REQUESTS).await;
+    // Bounded: the flood is over once the gateway closes it; 10 s at most.
+    let mut closed = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        if flooder.try_wait().unwrap().is_some() {
+            closed = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = flooder.kill();
+    let _ = flooder.wait();
+    // Idle again: the larger of the two idle medians is the machine's noise floor.
+    let idle = idle.max(median_latency(&h2, &url, REQUESTS).await);
+
+    // Loopback medians are a millisecond or two; 2 ms of slack absorbs scheduling noise.
+    assert!(
+        busy <= idle * 2 + Duration::from_millis(2),
+        "median latency {busy:?} over the flood, {idle:?} idle"
+    );
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_secs(1)),
+        "the flood connection was closed after {closed:?}"
+    );
+    let received = std::fs::read(&output).unwrap();
+    let mut reader = &received[..];
+    let mut code = None;
+    while let Some(f) = read_frame(&mut reader).await {
+        if f.kind == GOAWAY {
+            code = goaway_code(&f);
+        }
+    }
+    assert_eq!(code, Some(ENHANCE_YOUR_CALM));
+    let floods = [("frame", "window_update")];
+    assert_eq!(gw.metric("portcullis_h2_floods_total", &floods).await, 1.0);
 }
 
 /// PING and SETTINGS floods (CVE-2019-9512, CVE-2019-9515): each frame is owed an answer, so
@@ -298,14 +331,11 @@ async fn ping_and_settings_floods_are_cut_within_a_second() {
     let (gw, _h2, port) =
         with_tls(gateway(&up).extra("[reputation]\nmaxretry = 100\nignoreip = []")).await;
     let ping = frame(PING, 0, 0, b"12345678");
-    assert_cut_in_time(
-        "PING",
-        &flood(CLIENT, port, &ping, Duration::from_secs(3)).await,
-    );
+    assert_cut_in_time("PING", &flood(port, &ping, Duration::from_secs(3)).await);
     let settings = frame(SETTINGS, 0, 0, &[0, 4, 0, 1, 0, 0]);
     assert_cut_in_time(
         "SETTINGS",
-        &flood(CLIENT, port, &settings, Duration::from_secs(3)).await,
+        &flood(port, &settings, Duration::from_secs(3)).await,
     );
     for label in ["ping", "settings"] {
         assert_eq!(
@@ -381,7 +411,7 @@ async fn rapid_reset_across_reconnects_gets_the_client_banned() {
     let (gw, _h2, port) = with_tls(builder).await;
     let mut outcomes = Vec::new();
     for _ in 0..4 {
-        let Ok(tls) = open(CLIENT, port).await else {
+        let Ok(tls) = open(port).await else {
             outcomes.push("refused".to_string());
             break;
         };
@@ -456,7 +486,7 @@ async fn a_browser_like_client_is_never_cut() {
         .upstream("read_timeout = \"10s\"")
         .extra("[reputation]\nmaxretry = 3\nignoreip = []");
     let (gw, _h2, port) = with_tls(builder).await;
-    let mut tls = open(CLIENT, port).await.unwrap();
+    let mut tls = open(port).await.unwrap();
     let mut opening = Vec::new();
     for (stream, parent, weight) in [(3, 0, 200), (5, 0, 100), (7, 0, 0), (9, 7, 0), (11, 3, 0)] {
         let parent: u32 = parent;
