@@ -4,6 +4,7 @@ mod support;
 
 mod api;
 mod cluster;
+mod corpus;
 mod fast_path;
 mod filters;
 mod h2guard;

@@ -8,15 +8,9 @@ use std::net::IpAddr;
 /// chunked body passes through with its trailers.
 pub const HOP_BY_HOP_RESPONSE: [&str; 3] = ["keep-alive", "proxy-connection", "te"];
 
-/// A `Content-Length` value: ASCII digits only (RFC 9110 `1*DIGIT`), optional whitespace
-/// around. `+5`, `5, 5`, `0x5` and an empty value are not lengths.
-pub fn content_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
+/// A `Content-Length` value: digits only (`portcullis_h1::content_length`), one rule for
+/// requests and responses on both paths.
+pub use portcullis_h1::content_length;
 
 /// Fields of the client's request the gateway replaces toward the upstream, as nginx's
 /// `proxy_params` sets them.

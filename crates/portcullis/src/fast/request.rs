@@ -9,42 +9,12 @@ use portcullis_gate::{HeaderSize, RequestFacts};
 
 use crate::forwarding;
 
-/// Most header fields the fast path parses; a request with more goes to `HttpProxy`.
-pub const MAX_HEADERS: usize = 64;
+pub use portcullis_h1::limits::MAX_REQUEST_FIELDS as MAX_HEADERS;
+pub use portcullis_h1::request::{framing, Framing, HOP_BY_HOP};
 
-/// Most bytes a request header may take on the fast path; a longer one goes to `HttpProxy`,
-/// which applies its own limit.
-pub const MAX_HEAD: usize = 16 * 1024;
-
-/// Whether a buffer holds a whole request header yet.
-pub enum Framing {
-    /// The header ends at this offset.
-    Complete(usize),
-    /// More bytes are needed.
-    Partial,
-    /// Not a request the fast path parses (bad syntax, too many fields): `HttpProxy` answers it.
-    Other,
-}
-
-/// Where the request header in `buf` ends, if it is all there. A search for the blank line,
-/// so a request is parsed once (in [`Simple::new`]'s caller); only a buffer without one is
-/// parsed here, to tell a partial header from one with bare-LF line ends (which goes to
-/// `HttpProxy`) or from junk.
-pub fn framing(buf: &[u8]) -> Framing {
-    if let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") {
-        return Framing::Complete(end + 4);
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::Request::new(&mut headers).parse(buf) {
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Framing::Partial,
-        _ => Framing::Other,
-    }
-}
-
-/// A parsed request the fast path may serve: HTTP/1.1, an origin-form target, no body, no
-/// upgrade, no expectation. Anything else (HTTP/1.0, bodies, `Transfer-Encoding`, WebSocket,
-/// `Expect`, absolute URIs, duplicate framing headers, CONNECT) goes to `HttpProxy`, which
-/// knows all of HTTP/1.
+/// A parsed request the fast path serves, as `portcullis_h1::request::plain` decides: HTTP/1.1,
+/// an origin-form target, no body, no upgrade, no expectation. Anything else goes to
+/// `HttpProxy`, which knows all of HTTP/1.
 pub struct Simple<'r, 'b> {
     /// The method, as sent.
     pub method: &'b str,
@@ -63,56 +33,17 @@ pub struct Simple<'r, 'b> {
 impl<'r, 'b> Simple<'r, 'b> {
     /// `req` as a request the fast path serves, or `None`.
     pub fn new(req: &'r httparse::Request<'_, 'b>) -> Option<Self> {
-        let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        let plain = portcullis_h1::request::plain(req)?;
+        let (Some(method), Some(target)) = (req.method, req.path) else {
             return None;
         };
-        let headers: &'r [httparse::Header<'b>] = req.headers;
-        if method == "CONNECT" || !target.starts_with('/') || !target.bytes().all(target_byte) {
-            return None;
-        }
-        let mut close = false;
-        let mut host = None;
-        let mut user_agent = None;
-        let mut hosts = 0;
-        let mut lengths = 0;
-        for h in headers {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("content-length") {
-                lengths += 1;
-                if h.value != b"0" {
-                    return None;
-                }
-            } else if name.eq_ignore_ascii_case("host") {
-                hosts += 1;
-                host = Some(h.value);
-            } else if name.eq_ignore_ascii_case("user-agent") {
-                user_agent = user_agent.or(Some(h.value));
-            } else if name.eq_ignore_ascii_case("connection") {
-                for token in h.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
-                        return None;
-                    }
-                }
-            } else if name.eq_ignore_ascii_case("transfer-encoding")
-                || name.eq_ignore_ascii_case("upgrade")
-                || name.eq_ignore_ascii_case("expect")
-            {
-                return None;
-            }
-        }
-        if hosts > 1 || lengths > 1 {
-            return None;
-        }
         Some(Simple {
             method,
             target,
-            headers,
-            close,
-            host,
-            user_agent,
+            headers: req.headers,
+            close: plain.close,
+            host: plain.host,
+            user_agent: plain.user_agent,
         })
     }
 
@@ -216,82 +147,10 @@ impl<'r, 'b> Simple<'r, 'b> {
     }
 }
 
-/// Hop-by-hop fields: they describe one connection, and are not passed on.
-pub const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// Bytes a request target may hold on the fast path: visible ASCII except those the `http`
-/// crate's URI parser refuses, so both paths see the same targets.
-fn target_byte(b: u8) -> bool {
-    matches!(b, 0x21..=0x7e)
-        && !matches!(
-            b,
-            b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' | b'#'
-        )
-}
-
 /// Appends the field line `name: value`.
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(raw: &str) -> Option<(String, bool)> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        req.parse(raw.as_bytes()).ok()?;
-        Simple::new(&req).map(|s| (s.target.to_string(), s.close))
-    }
-
-    #[test]
-    fn only_plain_requests_without_a_body_are_simple() {
-        let get = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(parse(get), Some(("/a?b=1".into(), false)));
-        let close = "GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n";
-        assert_eq!(parse(close), Some(("/".into(), true)));
-        let empty_post = "POST /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
-        assert!(parse(empty_post).is_some());
-        for other in [
-            "GET / HTTP/1.0\r\n\r\n",
-            "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-            "POST /a HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
-            "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-            "PUT /a HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "GET http://x/a HTTP/1.1\r\n\r\n",
-            "CONNECT x:443 HTTP/1.1\r\n\r\n",
-            "GET /a|b HTTP/1.1\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        ] {
-            assert_eq!(parse(other), None, "{other:?}");
-        }
-    }
-
-    #[test]
-    fn framing_hands_over_what_it_cannot_parse() {
-        assert!(matches!(
-            framing(b"GET / HTTP/1.1\r\n\r\n"),
-            Framing::Complete(18)
-        ));
-        assert!(matches!(framing(b"GET / HTTP/1.1\r\nHo"), Framing::Partial));
-        assert!(matches!(framing(b"\x16\x03\x01\x02\x00"), Framing::Other));
-        assert!(matches!(
-            framing(b"GET / HTTP/1.1\nHost: x\n\n"),
-            Framing::Other
-        ));
-        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD));
-        assert!(matches!(framing(long.as_bytes()), Framing::Other));
-    }
 }
