@@ -45,6 +45,7 @@ fn gate() -> Gate {
             },
             status: 429,
             dry_run: false,
+            shared: false,
         }],
         probes: Some(ProbesSettings {
             matcher: Arc::new(ProbeMatcher::new(&ProbeSettings::default()).expect("probes")),

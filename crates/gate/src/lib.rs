@@ -2,7 +2,8 @@
 //!
 //! A request walks: client identity → ban → header size → Host → path (normalized as nginx
 //! does) → the API's spec → probes → route → upgrade → body size → rate limits → concurrency
-//! caps. [`Gate::decide`] returns what to do ([`Step`]); around the upstream,
+//! caps. [`Gate::decide`] returns what to do ([`Step`]); a route with a zone shared by the
+//! cluster asks first ([`Gate::begin`], then [`Gate::after_shared`]); around the upstream,
 //! [`Gate::before_upstream`] re-checks the ban, [`Gate::on_response`] feeds the status to the
 //! reputation table, and [`Gate::on_malformed`] counts protocol violations.
 //!
@@ -25,4 +26,4 @@ pub use observer::{Observer, Unobserved, ZoneOutcome};
 pub use outcome::{refusal_body, Answer, Decision, Field, Malformed, Reply};
 pub use request::{HeaderSize, RequestFacts};
 pub use settings::GateSettings;
-pub use walk::{Gate, Step, Walk};
+pub use walk::{Gate, SharedCheck, Step, Walk, Walked};

@@ -69,6 +69,9 @@ pub struct ZoneConfig {
     pub status: u16,
     /// Count and log, never reject or delay (nginx `limit_req_dry_run`).
     pub dry_run: bool,
+    /// The limit holds across every gateway of the cluster: the walk asks the cluster
+    /// ([`crate::Walked::AskCluster`]) and falls back to this gateway's own count.
+    pub shared: bool,
 }
 
 /// `[probes]`.

@@ -60,6 +60,40 @@ pub enum Step {
     Refuse(Answer),
 }
 
+/// What [`Gate::begin`] found: the step, or a question for the cluster first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Walked {
+    /// Decided here.
+    Decided(Step),
+    /// The route has zones shared by the cluster and this gateway's own count passed the
+    /// request: ask the cluster ([`SharedCheck`]), then call [`Gate::after_shared`] with its
+    /// answer, or with `None` when it did not answer in time (fail open to the local count).
+    AskCluster(SharedCheck),
+}
+
+/// The question for the cluster about one request: may `key` spend a request in each of
+/// `zones` (as several nginx `limit_req` lines: all or none). A plain value, so the gate
+/// needs no network: the binary asks Redis and brings back a limiter decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCheck {
+    /// The client's identity key.
+    pub key: IpAddr,
+    /// Indices into [`GateSettings::zones`] of the route's enforced shared zones.
+    pub zones: SmallVec<[usize; 2]>,
+    /// The client's address (offenses are counted against it).
+    client: IpAddr,
+    /// The delay this gateway's own zones asked for.
+    local_delay_ms: u64,
+}
+
+/// What the rate limits made of a request they did not refuse.
+enum Limited {
+    /// Forward it after `delay_ms`.
+    Forward { delay_ms: u64 },
+    /// Ask the cluster first.
+    Ask(SharedCheck),
+}
+
 /// The engines of one configuration, and the walk over them.
 pub struct Gate {
     settings: GateSettings,
@@ -125,8 +159,123 @@ impl Gate {
         self.clock.as_ref()
     }
 
-    /// Walks `req` through every filter, in order, recording what it found in `walk`.
+    /// Walks `req` through every filter, in order, recording what it found in `walk`. A zone
+    /// shared by the cluster is decided by this gateway's own count alone (as when the cluster
+    /// does not answer); the proxy paths use [`Gate::begin`] to ask it.
     pub fn decide(&self, req: &RequestFacts<'_>, walk: &mut Walk, obs: &impl Observer) -> Step {
+        match self.begin(req, walk, obs) {
+            Walked::Decided(step) => step,
+            Walked::AskCluster(check) => self.after_shared(walk, &check, None, obs),
+        }
+    }
+
+    /// Walks `req` as [`Gate::decide`] does, but stops before the concurrency caps when a
+    /// zone shared by the cluster must be asked.
+    pub fn begin(&self, req: &RequestFacts<'_>, walk: &mut Walk, obs: &impl Observer) -> Walked {
+        Walked::Decided(match self.walk(req, walk, obs) {
+            Ok(Limited::Ask(check)) => return Walked::AskCluster(check),
+            Ok(Limited::Forward { delay_ms }) => self.forward(walk, delay_ms, obs),
+            Err(answer) => Step::Refuse(answer),
+        })
+    }
+
+    /// Ends the walk of a request whose route has shared zones with the cluster's `answer`
+    /// (the decision over `check.zones`, a rejection's `zone` indexing `check.zones`), or
+    /// with `None`: the cluster did not answer, and this gateway's own count stands. A
+    /// rejection is answered, counted and an offense exactly as a local zone's.
+    pub fn after_shared(
+        &self,
+        walk: &mut Walk,
+        check: &SharedCheck,
+        answer: Option<Limit>,
+        obs: &impl Observer,
+    ) -> Step {
+        let route = walk.route.and_then(|r| self.settings.routes.get(r));
+        let enforced: SmallVec<[usize; 4]> = route
+            .map(|r| {
+                r.zones
+                    .iter()
+                    .copied()
+                    .filter(|&i| !self.settings.zones[i].dry_run)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let delay_ms = match answer.unwrap_or(Limit::Pass) {
+            Limit::Pass => check.local_delay_ms,
+            Limit::Delay { ms } => check.local_delay_ms.max(ms),
+            decision @ Limit::Reject { zone, .. } => {
+                let Some(&i) = check.zones.get(zone) else {
+                    return self.forward_limited(walk, &enforced, check.key, check.local_delay_ms, obs);
+                };
+                let rules = &self.settings.zones[i];
+                obs.rate_limit(check.key, i, &rules.engine.name, ZoneOutcome::Rejected);
+                walk.decision = Decision::RateLimited;
+                self.offense(check.client, OffenseKind::RateLimit, self.clock.now_ms(), obs);
+                return Step::Refuse(Answer::Status {
+                    status: rules.status,
+                    retry_after: Some(decision.retry_after_secs().unwrap_or(1)),
+                    close: false,
+                });
+            }
+        };
+        self.forward_limited(walk, &enforced, check.key, delay_ms, obs)
+    }
+
+    /// The zones `enforced` passed the request (after `delay_ms`): told, then the caps.
+    fn forward_limited(
+        &self,
+        walk: &mut Walk,
+        enforced: &[usize],
+        key: IpAddr,
+        delay_ms: u64,
+        obs: &impl Observer,
+    ) -> Step {
+        self.report_passed(walk, enforced, key, delay_ms, obs);
+        self.forward(walk, delay_ms, obs)
+    }
+
+    /// Tells `obs` that each zone of `enforced` passed (or delayed) the request.
+    fn report_passed(
+        &self,
+        walk: &mut Walk,
+        enforced: &[usize],
+        key: IpAddr,
+        delay_ms: u64,
+        obs: &impl Observer,
+    ) {
+        let outcome = match delay_ms {
+            0 => ZoneOutcome::Passed,
+            _ => ZoneOutcome::Delayed,
+        };
+        for &i in enforced {
+            obs.rate_limit(key, i, &self.settings.zones[i].engine.name, outcome);
+        }
+        if delay_ms > 0 {
+            walk.decision = Decision::Delayed;
+        }
+    }
+
+    /// The limits passed the request: the concurrency caps, then forward after `delay_ms`.
+    fn forward(&self, walk: &mut Walk, delay_ms: u64, obs: &impl Observer) -> Step {
+        let Some(key) = walk.key else {
+            return Step::Refuse(Answer::status(500));
+        };
+        if let Err(answer) = self.take_caps(walk, key, obs) {
+            return Step::Refuse(answer);
+        }
+        if walk.decision == Decision::Undecided {
+            walk.decision = Decision::Proxied;
+        }
+        Step::Forward { delay_ms }
+    }
+
+    /// The walk up to the concurrency caps: what the rate limits made of the request.
+    fn walk(
+        &self,
+        req: &RequestFacts<'_>,
+        walk: &mut Walk,
+        obs: &impl Observer,
+    ) -> Result<Limited, Answer> {
         let now = self.clock.now_ms();
         let key = self.settings.client_ip.normalize(req.client);
         walk.peer = Some(req.peer);
@@ -137,7 +286,7 @@ impl Gate {
         let admitted = ROUTE_PATH.with_borrow_mut(|path| self.admit(walk, req, path, now, obs));
         let route = match admitted {
             Ok(route) => route,
-            Err(answer) => return Step::Refuse(answer),
+            Err(answer) => return Err(answer),
         };
         walk.route = Some(route);
         let rules = &self.settings.routes[route];
@@ -145,7 +294,7 @@ impl Gate {
         // A tunnel passes no filter after its 101: only routes that say so may open one.
         if req.upgrade && !rules.websocket {
             walk.decision = Decision::UpgradeRefused;
-            return Step::Refuse(Answer::closing(403));
+            return Err(Answer::closing(403));
         }
 
         // A declared body over the limit is refused before it is read, and before any limit
@@ -153,20 +302,10 @@ impl Gate {
         walk.body_limit = rules.max_body;
         if walk.body_limit.is_some_and(|max| req.declared_body > max) {
             walk.decision = Decision::TooLarge;
-            return Step::Refuse(Answer::closing(413));
+            return Err(Answer::closing(413));
         }
 
-        let delay_ms = match self.limit(walk, route, req.client, key, now, obs) {
-            Ok(delay_ms) => delay_ms,
-            Err(answer) => return Step::Refuse(answer),
-        };
-        if let Err(answer) = self.take_caps(walk, key, obs) {
-            return Step::Refuse(answer);
-        }
-        if walk.decision == Decision::Undecided {
-            walk.decision = Decision::Proxied;
-        }
-        Step::Forward { delay_ms }
+        self.limit(walk, route, req.client, key, now, obs)
     }
 
     /// The last-moment ban re-check, just before the request is written to the upstream: a
@@ -397,7 +536,10 @@ impl Gate {
         }
     }
 
-    /// The route's rate-limit zones: `Ok` with the delay to wait (0: none), or the refusal.
+    /// The route's rate-limit zones: `Ok` with the delay to wait (0: none) or the question
+    /// for the cluster, or the refusal. This gateway's own count decides first, shared zones
+    /// included: the cluster, which sees these requests and the other gateways', would refuse
+    /// what it refuses, so a local refusal costs no round trip.
     fn limit(
         &self,
         walk: &mut Walk,
@@ -406,10 +548,10 @@ impl Gate {
         key: IpAddr,
         now: u64,
         obs: &impl Observer,
-    ) -> Result<u64, Answer> {
+    ) -> Result<Limited, Answer> {
         let zone_ids = &self.settings.routes[route].zones;
         if zone_ids.is_empty() {
-            return Ok(0);
+            return Ok(Limited::Forward { delay_ms: 0 });
         }
         let zone_rules = &self.settings.zones;
         let (dry, enforced): (SmallVec<[usize; 4]>, SmallVec<[usize; 4]>) = zone_ids
@@ -427,33 +569,40 @@ impl Gate {
                 walk.decision = Decision::DryRun;
             }
         }
-        match check_all(&zones(&enforced), key, now_mono) {
-            Limit::Pass => {
-                for &i in &enforced {
-                    obs.rate_limit(key, i, &zone_rules[i].engine.name, ZoneOutcome::Passed);
-                }
-                Ok(0)
-            }
-            Limit::Delay { ms } => {
-                for &i in &enforced {
-                    obs.rate_limit(key, i, &zone_rules[i].engine.name, ZoneOutcome::Delayed);
-                }
-                walk.decision = Decision::Delayed;
-                Ok(ms)
-            }
+        let local_delay_ms = match check_all(&zones(&enforced), key, now_mono) {
+            Limit::Pass => 0,
+            Limit::Delay { ms } => ms,
             decision @ Limit::Reject { zone, .. } => {
                 let i = enforced[zone];
                 let rules = &zone_rules[i];
                 obs.rate_limit(key, i, &rules.engine.name, ZoneOutcome::Rejected);
                 walk.decision = Decision::RateLimited;
                 self.offense(client, OffenseKind::RateLimit, now, obs);
-                Err(Answer::Status {
+                return Err(Answer::Status {
                     status: rules.status,
                     retry_after: Some(decision.retry_after_secs().unwrap_or(1)),
                     close: false,
-                })
+                });
             }
+        };
+        let shared: SmallVec<[usize; 2]> = enforced
+            .iter()
+            .copied()
+            .filter(|&i| zone_rules[i].shared)
+            .collect();
+        if !shared.is_empty() {
+            // Told once the cluster has answered (or not), so each zone is counted once.
+            return Ok(Limited::Ask(SharedCheck {
+                key,
+                zones: shared,
+                client,
+                local_delay_ms,
+            }));
         }
+        self.report_passed(walk, &enforced, key, local_delay_ms, obs);
+        Ok(Limited::Forward {
+            delay_ms: local_delay_ms,
+        })
     }
 
     /// The concurrency caps (`[inflight]`): the slots are held in `walk` until it is dropped.

@@ -11,10 +11,10 @@ use portcullis_gate::settings::{
 };
 use portcullis_gate::{
     Answer, Decision, Gate, GateSettings, HeaderSize, Malformed, Observer, RequestFacts, Step,
-    Walk, ZoneOutcome,
+    Walk, Walked, ZoneOutcome,
 };
 use portcullis_policy::client::{ClientHeader, ClientIdentity};
-use portcullis_policy::limiter::{Delay, Rate, ZoneSettings};
+use portcullis_policy::limiter::{Decision as Limit, Delay, Rate, ZoneSettings};
 use portcullis_policy::probes::{Category, ProbeMatcher, ProbeSettings};
 use portcullis_policy::reputation::{
     Event, Increment, OffenseKind, OffenseWeights, Reputation, ReputationSettings,
@@ -83,6 +83,7 @@ fn zone(name: &str, rate: &str, burst: u64, delay: Delay) -> ZoneConfig {
         },
         status: 429,
         dry_run: false,
+        shared: false,
     }
 }
 
@@ -116,10 +117,15 @@ impl Harness {
                 route("/", vec![]),
                 route("/login", vec![0]),
                 route("/slow", vec![1]),
+                route("/shared", vec![1, 2]),
             ],
             zones: vec![
                 zone("login", "1r/s", 1, Delay::NoDelay),
                 zone("slow", "2r/s", 4, Delay::After(0)),
+                ZoneConfig {
+                    shared: true,
+                    ..zone("cluster", "1r/s", 2, Delay::NoDelay)
+                },
             ],
             probes: Some(ProbesSettings {
                 matcher: Arc::new(ProbeMatcher::new(&ProbeSettings::default()).unwrap()),
@@ -399,4 +405,101 @@ fn the_walk_decides_on_the_path_the_upstream_will_see() {
         "{:?}",
         walk.decision
     );
+}
+
+/// A route with a zone shared by the cluster: the walk asks before the caps, and the
+/// cluster's refusal is answered, counted and an offense exactly as a local zone's.
+#[test]
+fn a_shared_zone_asks_the_cluster_and_its_refusal_is_a_local_refusal() {
+    let h = Harness::new();
+    let user = "198.51.100.9";
+    let mut walk = Walk::default();
+    let check = match h.gate.begin(&get(user, "/shared"), &mut walk, &h.seen) {
+        Walked::AskCluster(check) => check,
+        other => panic!("expected a question for the cluster, got {other:?}"),
+    };
+    assert_eq!(check.zones.as_slice(), &[2], "only the shared zone is asked");
+    assert!(walk.inflight.is_empty(), "no cap is held while the cluster is asked");
+    assert!(h.seen.take().is_empty(), "nothing told before the answer");
+    // The other gateways spent the burst: the cluster refuses, retry in 1.5 s.
+    let refused = Limit::Reject {
+        zone: 0,
+        retry_after_ms: 1500,
+    };
+    let step = h.gate.after_shared(&mut walk, &check, Some(refused), &h.seen);
+    assert_eq!(
+        step,
+        Step::Refuse(Answer::Status {
+            status: 429,
+            retry_after: Some(2),
+            close: false
+        })
+    );
+    assert_eq!(walk.decision, Decision::RateLimited);
+    assert!(walk.inflight.is_empty());
+    assert_eq!(
+        h.seen.take(),
+        vec![
+            format!("rate_limit {user} cluster rejected"),
+            format!("offense {user} rate_limit 1"),
+        ]
+    );
+
+    // The cluster asks for a delay longer than the local zones': the longer one holds, and
+    // the request holds its concurrency slot like any forwarded one.
+    let mut walk = Walk::default();
+    let Walked::AskCluster(check) = h.gate.begin(&get(user, "/shared"), &mut walk, &h.seen)
+    else {
+        panic!("expected a question for the cluster");
+    };
+    let step = h
+        .gate
+        .after_shared(&mut walk, &check, Some(Limit::Delay { ms: 700 }), &h.seen);
+    assert_eq!(step, Step::Forward { delay_ms: 700 });
+    assert_eq!(walk.decision, Decision::Delayed);
+    assert_eq!(walk.inflight.len(), 1);
+    assert_eq!(
+        h.seen.take(),
+        vec![
+            format!("rate_limit {user} slow delayed"),
+            format!("rate_limit {user} cluster delayed"),
+        ]
+    );
+}
+
+/// No answer from the cluster (Redis slow or down): this gateway's own count of the shared
+/// zone decides, as if the zone were local (fail open, never wider than one gateway).
+#[test]
+fn a_shared_zone_without_an_answer_falls_back_to_the_local_count() {
+    let h = Harness::new();
+    let user = "198.51.100.10";
+    let mut passed = 0;
+    // Four, not more: each refusal is an offense, and the third would ban the client.
+    for _ in 0..4 {
+        let mut walk = Walk::default();
+        let step = match h.gate.begin(&get(user, "/shared"), &mut walk, &h.seen) {
+            Walked::AskCluster(check) => h.gate.after_shared(&mut walk, &check, None, &h.seen),
+            Walked::Decided(step) => step,
+        };
+        if let Step::Forward { .. } = step {
+            passed += 1;
+        }
+    }
+    // 1r/s with a burst of 2 on this gateway alone: three pass, the rest are refused locally
+    // without asking the cluster at all.
+    assert_eq!(passed, 3);
+    let mut walk = Walk::default();
+    assert!(matches!(
+        h.gate.begin(&get(user, "/shared"), &mut walk, &h.seen),
+        Walked::Decided(Step::Refuse(Answer::Status { status: 429, .. }))
+    ));
+    let told = h.seen.take();
+    assert!(told.contains(&format!("rate_limit {user} cluster rejected")), "{told:?}");
+    // A second later the local count has drained one request.
+    h.advance(SECOND);
+    let mut walk = Walk::default();
+    assert!(matches!(
+        h.gate.begin(&get(user, "/shared"), &mut walk, &h.seen),
+        Walked::AskCluster(_)
+    ));
 }
