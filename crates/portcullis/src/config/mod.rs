@@ -114,6 +114,9 @@ pub struct ClusterSettings {
     /// Offenses and ban changes waiting for Redis at most; beyond that they are dropped
     /// (and counted), never waited for.
     pub queue: usize,
+    /// Longest a request waits for Redis's answer about a `shared = true` zone before this
+    /// gateway's own count decides (fail open).
+    pub shared_timeout: Duration,
 }
 
 /// `[server]`.

@@ -147,6 +147,7 @@ pub struct RawZone {
     pub status: Option<i64>,
     pub max_clients: Option<i64>,
     pub dry_run: Option<bool>,
+    pub shared: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +253,7 @@ pub struct RawCluster {
     pub timeout: Option<String>,
     pub password_file: Option<String>,
     pub queue: Option<i64>,
+    pub shared_timeout: Option<String>,
 }
 
 /// The key path a serde error is about, worked out from where it points in the file.

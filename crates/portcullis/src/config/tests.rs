@@ -532,3 +532,24 @@ fn cluster_defaults_and_errors_name_the_key_and_line() {
     let reloaded = start::StartSettings::of(&Settings::parse(&other, dir.path()).unwrap());
     assert_eq!(started.changed(&reloaded), vec!["cluster"]);
 }
+
+#[test]
+fn a_shared_zone_needs_a_cluster_and_names_its_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = "\n[rate_limit.login]\nrate = \"1r/s\"\nshared = true\n";
+    let errors = Settings::parse(&format!("{MINIMAL}{zone}"), dir.path()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "rate_limit.login.shared");
+    assert_eq!(errors[0].line, Some(MINIMAL.lines().count() + 4));
+    assert!(errors[0].message.contains("[cluster]"), "{errors:?}");
+    let cluster = "\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n";
+    let s = Settings::parse(&format!("{MINIMAL}{zone}{cluster}"), dir.path()).unwrap();
+    assert!(s.zones[0].shared);
+    assert_eq!(
+        s.cluster.unwrap().shared_timeout,
+        Duration::from_millis(5)
+    );
+    let slow = format!("{MINIMAL}{zone}{cluster}shared_timeout = \"2s\"\n");
+    let errors = Settings::parse(&slow, dir.path()).unwrap_err();
+    assert_eq!(errors[0].key, "cluster.shared_timeout", "{errors:?}");
+}

@@ -308,6 +308,14 @@ pub(super) fn validate(
         .cluster
         .as_ref()
         .map(|cl| cluster(&mut c, cl, &resolve_path));
+    if cluster.is_none() {
+        for z in zones.iter().filter(|z| z.shared) {
+            c.err(
+                format!("rate_limit.{}.shared", z.engine.name),
+                "a shared zone needs [cluster] (the gateways count it together in Redis)",
+            );
+        }
+    }
 
     if !c.errors.is_empty() {
         let mut errors = c.errors;
@@ -764,6 +772,17 @@ fn cluster(
         );
     }
     let queue = c.int("cluster.queue", cl.queue, 16..=1_000_000, 10_000) as usize;
+    let shared_timeout = c.duration(
+        "cluster.shared_timeout",
+        cl.shared_timeout.as_deref(),
+        Duration::from_millis(5),
+    );
+    if shared_timeout.is_zero() || shared_timeout > Duration::from_secs(1) {
+        c.err(
+            "cluster.shared_timeout",
+            "must be more than 0 and at most 1s: a request of a shared zone waits on it",
+        );
+    }
     let password_file = cl.password_file.as_deref().map(resolve_path);
     if let Some(p) = &password_file {
         if !c.env.is_file(p) {
@@ -779,6 +798,7 @@ fn cluster(
         timeout,
         password_file,
         queue,
+        shared_timeout,
     }
 }
 
@@ -831,6 +851,7 @@ fn zone(c: &mut Check, name: &str, z: &RawZone) -> ZoneConfig {
         engine,
         status: c.int(&format!("{key}.status"), z.status, 400..=599, 429) as u16,
         dry_run: z.dry_run.unwrap_or(false),
+        shared: z.shared.unwrap_or(false),
     }
 }
 
