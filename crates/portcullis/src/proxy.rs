@@ -363,7 +363,7 @@ impl ProxyHttp for Gateway {
                 req.headers.iter().map(|(n, v)| (n.as_str().len(), v.len())),
             ),
         };
-        match rt.decide(&facts, &mut ctx.walk) {
+        match rt.decide(&facts, &mut ctx.walk).await {
             Step::Forward { delay_ms } => {
                 if delay_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;

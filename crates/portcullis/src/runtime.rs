@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use portcullis_gate::settings::{ApiRules, HeaderLimits};
-use portcullis_gate::{Decision, Gate, GateSettings, Malformed, RequestFacts, Step, Walk};
+use portcullis_gate::{
+    Decision, Gate, GateSettings, Malformed, RequestFacts, Step, Walk, Walked,
+};
 use portcullis_policy::client::ClientIdentity;
 use portcullis_policy::reputation::ReputationSettings;
 use portcullis_policy::time::{Clock, SystemClock};
@@ -80,9 +82,17 @@ impl Runtime {
             .map_or("-", |r| r.name.as_str())
     }
 
-    /// Walks `req` through every filter (see `portcullis_gate`).
-    pub fn decide(&self, req: &RequestFacts<'_>, walk: &mut Walk) -> Step {
-        self.gate.decide(req, walk, &self.reporter)
+    /// Walks `req` through every filter (see `portcullis_gate`); a zone shared by the
+    /// cluster waits for Redis's answer (`[cluster] shared_timeout` at most).
+    pub async fn decide(&self, req: &RequestFacts<'_>, walk: &mut Walk) -> Step {
+        match self.gate.begin(req, walk, &self.reporter) {
+            Walked::Decided(step) => step,
+            Walked::AskCluster(check) => {
+                let answer = crate::cluster::shared::ask(&check, &self.gate.settings().zones).await;
+                self.gate
+                    .after_shared(walk, &check, answer, &self.reporter)
+            }
+        }
     }
 
     /// Counts a malformed request (and an offense of `client`'s, when known).

@@ -8,6 +8,10 @@
 //! * `{prefix}bans`, `{prefix}offenders`: indexes (sorted sets by expiry) that cap the number
 //!   of ban and offender keys and list the bans to load at (re)connection.
 //! * `{prefix}events`: the pub/sub channel of ban changes.
+//! * `{prefix}rl:{zone}:{client}`: a `shared = true` zone's leaky bucket for one client (a
+//!   hash: excess and last, as nginx keeps them), expiring when it has drained.
+//! * `{prefix}rl:{zone}`: the index (a sorted set by expiry) that caps a shared zone's
+//!   clients at its `max_clients`.
 
 use std::net::IpAddr;
 
@@ -55,6 +59,16 @@ impl Keys {
     /// The index of offender windows.
     pub fn offender_index(&self) -> String {
         format!("{}offenders", self.prefix)
+    }
+
+    /// The leaky bucket of `client` (a client key) in the shared zone `zone`.
+    pub fn rate(&self, zone: &str, client: IpAddr) -> String {
+        format!("{}rl:{zone}:{client}", self.prefix)
+    }
+
+    /// The index of the shared zone `zone`'s clients.
+    pub fn rate_index(&self, zone: &str) -> String {
+        format!("{}rl:{zone}", self.prefix)
     }
 
     /// The pub/sub channel.

@@ -33,6 +33,13 @@ pub struct ClusterMetrics {
     /// `portcullis_cluster_resync_total{what}`: bans loaded from Redis and written back to it
     /// at (re)connection, unbans replayed.
     pub resync: IntCounterVec,
+    /// `portcullis_cluster_shared_total{result}`: what Redis answered for `shared = true`
+    /// zones (passed, delayed, rejected).
+    pub shared: IntCounterVec,
+    /// `portcullis_cluster_shared_fallback_total{reason}`: requests of `shared = true` zones
+    /// decided by this gateway's own count because Redis did not answer (down, timeout, error)
+    /// or the zone's clients in Redis reached `max_clients` (full).
+    pub shared_fallback: IntCounterVec,
 }
 
 impl ClusterMetrics {
@@ -91,6 +98,18 @@ impl ClusterMetrics {
                 &["what"]
             )
             .expect("register portcullis_cluster_resync_total"),
+            shared: register_int_counter_vec!(
+                "portcullis_cluster_shared_total",
+                "Requests of shared = true rate-limit zones decided cluster-wide in Redis, by result (passed, delayed, rejected).",
+                &["result"]
+            )
+            .expect("register portcullis_cluster_shared_total"),
+            shared_fallback: register_int_counter_vec!(
+                "portcullis_cluster_shared_fallback_total",
+                "Requests of shared = true rate-limit zones decided by this gateway's own count, by reason (down, timeout, error: Redis did not answer in shared_timeout; full: the zone's max_clients reached in Redis).",
+                &["reason"]
+            )
+            .expect("register portcullis_cluster_shared_fallback_total"),
         };
         for direction in ["published", "received"] {
             for kind in ["ban", "unban"] {
@@ -108,6 +127,12 @@ impl ClusterMetrics {
         }
         for kind in ErrorKind::ALL {
             m.errors.with_label_values(&[kind.as_str()]);
+        }
+        for result in ["passed", "delayed", "rejected"] {
+            m.shared.with_label_values(&[result]);
+        }
+        for reason in ["down", "timeout", "error", "full"] {
+            m.shared_fallback.with_label_values(&[reason]);
         }
         for what in ["loaded", "written_back", "unbans_replayed"] {
             m.resync.with_label_values(&[what]);

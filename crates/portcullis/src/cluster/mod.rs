@@ -12,6 +12,7 @@ mod keys;
 mod message;
 pub mod metrics;
 mod scripts;
+pub mod shared;
 mod task;
 
 use std::hash::{BuildHasher, Hasher};
@@ -44,6 +45,7 @@ pub fn start(settings: &ClusterSettings, store: Arc<BanStore>) -> Result<(), Str
         queue: tx,
         dropped: m.dropped.with_label_values(&["queue_full"]),
     });
+    shared::init(settings.shared_timeout, keys::Keys::new(&settings.key_prefix));
     let ctx = task::Context {
         client,
         timeout: settings.timeout,

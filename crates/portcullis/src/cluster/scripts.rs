@@ -136,6 +136,63 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 "#;
 
+/// nginx's `limit_req` for `shared = true` zones, on Redis's clock so every gateway drains
+/// the same bucket alike: the same arithmetic as `portcullis_policy::limiter` (excess in
+/// milli-requests, `excess - rate * ms / 1000 + 1000`), several zones all or none. A bucket
+/// expires once drained (then it is what a new client's would be); a zone tracks at most
+/// `max_clients` clients, beyond which a new one is not counted here (`"full"`: the gateway's
+/// own count decides).
+///
+/// KEYS: the client's bucket in each zone, then each zone's index.
+/// ARGV: the number of zones, the client, then per zone: rate (milli-requests per second),
+/// burst (milli-requests), delay threshold (milli-requests; -1 = nodelay), max_clients.
+///
+/// Returns `{"pass", delay_ms, 0}`, `{"reject", zone, retry_after_ms}` or `{"full", zone, 0}`
+/// (`zone` counts from 0).
+const LIMIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[1])
+local seen = {}
+for i = 1, n do
+  local rate = tonumber(ARGV[(i - 1) * 4 + 3])
+  local burst = tonumber(ARGV[(i - 1) * 4 + 4])
+  local stored = redis.call('HMGET', KEYS[i], 'e', 'l')
+  if stored[1] then
+    local excess = tonumber(stored[1])
+    local last = tonumber(stored[2])
+    local ms = math.max(now - last, 0)
+    local next = math.max(excess + 1000 - math.floor(rate * ms / 1000), 0)
+    if next > burst then
+      local wait = last + math.ceil((excess + 1000 - burst) * 1000 / rate) - now
+      return {'reject', i - 1, math.max(wait, 1)}
+    end
+    -- nginx keeps `last` when no time passed, so sub-millisecond drains are not lost.
+    if ms == 0 then seen[i] = {next, last} else seen[i] = {next, now} end
+  else
+    redis.call('ZREMRANGEBYSCORE', KEYS[n + i], '-inf', now)
+    if redis.call('ZCARD', KEYS[n + i]) >= tonumber(ARGV[(i - 1) * 4 + 6]) then
+      return {'full', i - 1, 0}
+    end
+    seen[i] = {0, now}
+  end
+end
+local delay = 0
+for i = 1, n do
+  local rate = tonumber(ARGV[(i - 1) * 4 + 3])
+  local threshold = tonumber(ARGV[(i - 1) * 4 + 5])
+  local excess = seen[i][1]
+  redis.call('HSET', KEYS[i], 'e', string.format('%d', excess), 'l', string.format('%d', seen[i][2]))
+  local ttl = math.ceil((excess + 1000) * 1000 / rate)
+  redis.call('PEXPIRE', KEYS[i], string.format('%d', ttl))
+  redis.call('ZADD', KEYS[n + i], string.format('%d', now + ttl), ARGV[2])
+  if threshold >= 0 and excess > threshold then
+    delay = math.max(delay, math.floor((excess - threshold) * 1000 / rate))
+  end
+end
+return {'pass', delay, 0}
+"#;
+
 /// The offense script (loaded once, called by its SHA1).
 pub fn offense() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
@@ -152,4 +209,10 @@ pub fn put() -> &'static Script {
 pub fn unban() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
     S.get_or_init(|| Script::new(UNBAN))
+}
+
+/// The shared rate-limit script.
+pub fn limit() -> &'static Script {
+    static S: OnceLock<Script> = OnceLock::new();
+    S.get_or_init(|| Script::new(LIMIT))
 }

@@ -83,10 +83,12 @@ pub async fn run(
                 }
                 match synced {
                     Ok(()) => {
+                        super::shared::attach(shared_connection(&ctx).await);
                         m.up.set(1);
                         tracing::info!(redis = %redact(&ctx), node = %ctx.node, "cluster up: sharing bans and offenses through Redis");
                         backoff = MIN_BACKOFF;
                         let Down(e) = link.serve(pubsub, &mut queue, &mut pending_unbans).await;
+                        super::shared::attach(None);
                         m.up.set(0);
                         m.error(ErrorKind::of(&e));
                         tracing::warn!(error = %e, "cluster down: Redis unreachable; serving with local bans only, new bans are made locally and written back when it returns");
@@ -162,6 +164,30 @@ async fn connect(ctx: &Context) -> Result<(MultiplexedConnection, redis::aio::Pu
     let mut pubsub = within(ctx.timeout, ctx.client.get_async_pubsub()).await?;
     within(ctx.timeout, pubsub.subscribe(ctx.keys.channel())).await?;
     Ok((conn, pubsub))
+}
+
+/// The connection of `shared = true` zones, with their script loaded (so a request never
+/// pays for loading it); `None` when Redis refused it (shared zones then count locally).
+async fn shared_connection(ctx: &Context) -> Option<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(ctx.timeout))
+        .set_response_timeout(Some(ctx.timeout));
+    let connected = ctx
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await;
+    let mut conn = match connected {
+        Ok(conn) => conn,
+        Err(e) => {
+            ClusterMetrics::get().error(ErrorKind::of(&e));
+            return None;
+        }
+    };
+    if let Err(e) = within(ctx.timeout, scripts::limit().load_async(&mut conn)).await {
+        ClusterMetrics::get().error(ErrorKind::of(&e));
+        return None;
+    }
+    Some(conn)
 }
 
 /// `future`, or a timeout error after `limit`.

@@ -338,7 +338,7 @@ impl Conn {
             ..RequestCtx::default()
         };
         let facts = req.facts(rt, self.peer);
-        let step = rt.decide(&facts, &mut ctx.walk);
+        let step = rt.decide(&facts, &mut ctx.walk).await;
         // nginx's keepalive_timeout "0" and keepalive_requests, the client's own wish, and a
         // server that is stopping all close the connection after this answer.
         let keep_alive = !req.close
