@@ -583,3 +583,166 @@ async fn cluster_soak_sixty_seconds_with_redis_restarted_twice() {
         banned.len()
     );
 }
+
+/// A gateway with a `shared = true` zone of `rate`, `burst` (nodelay) on its one route, no
+/// jail (a 429 stays a 429), and the cluster section with `shared_timeout`.
+fn shared_member(
+    up: &Upstream,
+    redis: &Redis,
+    rate: &str,
+    burst: u64,
+    timeout: &str,
+) -> GatewayBuilder {
+    gateway(up)
+        .extra(BEHIND_PROXY)
+        .extra(&format!(
+            "[rate_limit.api]\nrate = \"{rate}\"\nburst = {burst}\nnodelay = true\nshared = true\n"
+        ))
+        .route("rate_limit = [\"api\"]")
+        .extra(&format!(
+            "[cluster]\nredis = \"{}\"\nkey_prefix = \"e2e:\"\ntimeout = \"250ms\"\nshared_timeout = \"{timeout}\"\n",
+            redis.url()
+        ))
+}
+
+async fn metric_sum(gws: &[Gateway], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for gw in gws {
+        sum += gw.metric(name, labels).await;
+    }
+    sum
+}
+
+/// A `shared = true` zone holds across the cluster: a client spread round-robin over three
+/// gateways gets rate + burst passes in all, where three local zones would give it three
+/// times as many.
+#[tokio::test]
+async fn cluster_shared_zone_holds_across_three_gateways() {
+    let redis = Redis::start().await;
+    let up = upstream().run().await;
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        gws.push(shared_member(&up, &redis, "1r/m", 5, "250ms").start().await);
+    }
+    for gw in &gws {
+        wait_up(gw, 1.0).await;
+    }
+    let client = "203.0.113.70";
+    let mut statuses = Vec::new();
+    for i in 0..18 {
+        statuses.push(status_as(&gws[i % 3], client, "/ok").await);
+    }
+    let passed = statuses.iter().filter(|&&s| s == 200).count();
+    // 1r/m drains nothing within the test: 1 + burst 5 pass cluster-wide.
+    assert_eq!(passed, 6, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(up.seen().len(), 6, "requests that reached the upstream");
+    // Each gateway saw 6 requests, within its own count: every refusal was the cluster's.
+    let rejected = metric_sum(
+        &gws,
+        "portcullis_cluster_shared_total",
+        &[("result", "rejected")],
+    )
+    .await;
+    assert_eq!(rejected, 12.0);
+    let fallbacks = metric_sum(
+        &gws,
+        "portcullis_cluster_shared_fallback_total",
+        &[("reason", "timeout")],
+    )
+    .await
+        + metric_sum(
+            &gws,
+            "portcullis_cluster_shared_fallback_total",
+            &[("reason", "down")],
+        )
+        .await
+        + metric_sum(
+            &gws,
+            "portcullis_cluster_shared_fallback_total",
+            &[("reason", "error")],
+        )
+        .await;
+    assert_eq!(fallbacks, 0.0);
+    // Another client has its own bucket.
+    assert_eq!(status_as(&gws[1], "203.0.113.71", "/ok").await, 200);
+}
+
+/// Redis stopped (hung) and then killed: a request of a shared zone waits `shared_timeout`
+/// at most, then this gateway's own count decides (fail open); one warning, not one per
+/// request.
+#[tokio::test]
+async fn cluster_shared_zone_fails_open_to_the_local_count_within_the_timeout() {
+    let mut redis = Redis::start().await;
+    let up = upstream().run().await;
+    let gw = shared_member(&up, &redis, "1r/m", 2, "50ms").start().await;
+    wait_up(&gw, 1.0).await;
+    let client = "203.0.113.72";
+    assert_eq!(status_as(&gw, client, "/ok").await, 200);
+    assert_eq!(
+        gw.metric("portcullis_cluster_shared_total", &[("result", "passed")])
+            .await,
+        1.0
+    );
+
+    // A hung Redis: the connection stays open and nothing answers.
+    let pid = redis.child.as_ref().expect("redis runs").id().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stopped.success());
+    let margin = Duration::from_millis(250);
+    let started = Instant::now();
+    assert_eq!(status_as(&gw, client, "/ok").await, 200);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(50) + margin,
+        "a request waited {took:?}"
+    );
+    assert_eq!(
+        gw.metric(
+            "portcullis_cluster_shared_fallback_total",
+            &[("reason", "timeout")]
+        )
+        .await,
+        1.0
+    );
+
+    // Killed: the local count goes on (1 + burst 2 on this gateway), then refuses.
+    redis.kill9();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        statuses.push(status_as(&gw, client, "/ok").await);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(50) + margin,
+            "a request waited {took:?}"
+        );
+    }
+    assert_eq!(statuses, vec![200, 429, 429]);
+    assert_eq!(up.seen().len(), 3, "requests that reached the upstream");
+    let log = gw.log();
+    assert_eq!(
+        log.matches("shared rate limits: Redis did not answer in time")
+            .count(),
+        1,
+        "one warning at the change:\n{log}"
+    );
+}
+
+/// `shared = true` without `[cluster]` is a config error naming the key and its line.
+#[tokio::test]
+async fn cluster_shared_zone_without_a_cluster_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "shared.toml",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[[upstream]]\nname = \"api\"\nservers = [\"127.0.0.1:9999\"]\n\n[rate_limit.api]\nrate = \"10r/s\"\nshared = true\n\n[[route]]\nupstream = \"api\"\nrate_limit = [\"api\"]\n",
+    );
+    let (ok, _out, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("line 10: rate_limit.api.shared"), "{err}");
+    assert!(err.contains("[cluster]"), "{err}");
+}

@@ -205,12 +205,23 @@ impl Gate {
             Limit::Delay { ms } => check.local_delay_ms.max(ms),
             decision @ Limit::Reject { zone, .. } => {
                 let Some(&i) = check.zones.get(zone) else {
-                    return self.forward_limited(walk, &enforced, check.key, check.local_delay_ms, obs);
+                    return self.forward_limited(
+                        walk,
+                        &enforced,
+                        check.key,
+                        check.local_delay_ms,
+                        obs,
+                    );
                 };
                 let rules = &self.settings.zones[i];
                 obs.rate_limit(check.key, i, &rules.engine.name, ZoneOutcome::Rejected);
                 walk.decision = Decision::RateLimited;
-                self.offense(check.client, OffenseKind::RateLimit, self.clock.now_ms(), obs);
+                self.offense(
+                    check.client,
+                    OffenseKind::RateLimit,
+                    self.clock.now_ms(),
+                    obs,
+                );
                 return Step::Refuse(Answer::Status {
                     status: rules.status,
                     retry_after: Some(decision.retry_after_secs().unwrap_or(1)),

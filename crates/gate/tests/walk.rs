@@ -418,15 +418,24 @@ fn a_shared_zone_asks_the_cluster_and_its_refusal_is_a_local_refusal() {
         Walked::AskCluster(check) => check,
         other => panic!("expected a question for the cluster, got {other:?}"),
     };
-    assert_eq!(check.zones.as_slice(), &[2], "only the shared zone is asked");
-    assert!(walk.inflight.is_empty(), "no cap is held while the cluster is asked");
+    assert_eq!(
+        check.zones.as_slice(),
+        &[2],
+        "only the shared zone is asked"
+    );
+    assert!(
+        walk.inflight.is_empty(),
+        "no cap is held while the cluster is asked"
+    );
     assert!(h.seen.take().is_empty(), "nothing told before the answer");
     // The other gateways spent the burst: the cluster refuses, retry in 1.5 s.
     let refused = Limit::Reject {
         zone: 0,
         retry_after_ms: 1500,
     };
-    let step = h.gate.after_shared(&mut walk, &check, Some(refused), &h.seen);
+    let step = h
+        .gate
+        .after_shared(&mut walk, &check, Some(refused), &h.seen);
     assert_eq!(
         step,
         Step::Refuse(Answer::Status {
@@ -448,8 +457,7 @@ fn a_shared_zone_asks_the_cluster_and_its_refusal_is_a_local_refusal() {
     // The cluster asks for a delay longer than the local zones': the longer one holds, and
     // the request holds its concurrency slot like any forwarded one.
     let mut walk = Walk::default();
-    let Walked::AskCluster(check) = h.gate.begin(&get(user, "/shared"), &mut walk, &h.seen)
-    else {
+    let Walked::AskCluster(check) = h.gate.begin(&get(user, "/shared"), &mut walk, &h.seen) else {
         panic!("expected a question for the cluster");
     };
     let step = h
@@ -494,7 +502,10 @@ fn a_shared_zone_without_an_answer_falls_back_to_the_local_count() {
         Walked::Decided(Step::Refuse(Answer::Status { status: 429, .. }))
     ));
     let told = h.seen.take();
-    assert!(told.contains(&format!("rate_limit {user} cluster rejected")), "{told:?}");
+    assert!(
+        told.contains(&format!("rate_limit {user} cluster rejected")),
+        "{told:?}"
+    );
     // A second later the local count has drained one request.
     h.advance(SECOND);
     let mut walk = Walk::default();

@@ -9,9 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use portcullis_gate::settings::{ApiRules, HeaderLimits};
-use portcullis_gate::{
-    Decision, Gate, GateSettings, Malformed, RequestFacts, Step, Walk, Walked,
-};
+use portcullis_gate::{Decision, Gate, GateSettings, Malformed, RequestFacts, Step, Walk, Walked};
 use portcullis_policy::client::ClientIdentity;
 use portcullis_policy::reputation::ReputationSettings;
 use portcullis_policy::time::{Clock, SystemClock};
@@ -89,8 +87,7 @@ impl Runtime {
             Walked::Decided(step) => step,
             Walked::AskCluster(check) => {
                 let answer = crate::cluster::shared::ask(&check, &self.gate.settings().zones).await;
-                self.gate
-                    .after_shared(walk, &check, answer, &self.reporter)
+                self.gate.after_shared(walk, &check, answer, &self.reporter)
             }
         }
     }

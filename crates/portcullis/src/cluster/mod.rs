@@ -45,7 +45,10 @@ pub fn start(settings: &ClusterSettings, store: Arc<BanStore>) -> Result<(), Str
         queue: tx,
         dropped: m.dropped.with_label_values(&["queue_full"]),
     });
-    shared::init(settings.shared_timeout, keys::Keys::new(&settings.key_prefix));
+    shared::init(
+        settings.shared_timeout,
+        keys::Keys::new(&settings.key_prefix),
+    );
     let ctx = task::Context {
         client,
         timeout: settings.timeout,

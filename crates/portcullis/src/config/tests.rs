@@ -545,10 +545,7 @@ fn a_shared_zone_needs_a_cluster_and_names_its_key_and_line() {
     let cluster = "\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n";
     let s = Settings::parse(&format!("{MINIMAL}{zone}{cluster}"), dir.path()).unwrap();
     assert!(s.zones[0].shared);
-    assert_eq!(
-        s.cluster.unwrap().shared_timeout,
-        Duration::from_millis(5)
-    );
+    assert_eq!(s.cluster.unwrap().shared_timeout, Duration::from_millis(5));
     let slow = format!("{MINIMAL}{zone}{cluster}shared_timeout = \"2s\"\n");
     let errors = Settings::parse(&slow, dir.path()).unwrap_err();
     assert_eq!(errors[0].key, "cluster.shared_timeout", "{errors:?}");
