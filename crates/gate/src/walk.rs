@@ -295,10 +295,7 @@ impl Gate {
 
         // Bans, the API's spec and probes before routing, so refused requests cost the least.
         let admitted = ROUTE_PATH.with_borrow_mut(|path| self.admit(walk, req, path, now, obs));
-        let route = match admitted {
-            Ok(route) => route,
-            Err(answer) => return Err(answer),
-        };
+        let route = admitted?;
         walk.route = Some(route);
         let rules = &self.settings.routes[route];
 

@@ -251,7 +251,7 @@ probe = 2
 
     async fn decide_now(rt: &Runtime, req: &RequestFacts<'_>) -> (Option<Answer>, Decision) {
         let mut walk = Walk::default();
-        let answer = match rt.decide(req, &mut walk) {
+        let answer = match rt.decide(req, &mut walk).await {
             Step::Forward { .. } => None,
             Step::Refuse(answer) => Some(answer),
         };
