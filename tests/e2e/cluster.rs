@@ -584,25 +584,33 @@ async fn cluster_soak_sixty_seconds_with_redis_restarted_twice() {
     );
 }
 
-/// A gateway with a `shared = true` zone of `rate`, `burst` (nodelay) on its one route, no
+/// A gateway whose one route has the `shared = true` zone `api` (`zone`: its other keys), no
 /// jail (a 429 stays a 429), and the cluster section with `shared_timeout`.
-fn shared_member(
-    up: &Upstream,
-    redis: &Redis,
-    rate: &str,
-    burst: u64,
-    timeout: &str,
-) -> GatewayBuilder {
+fn shared_member(up: &Upstream, redis: &Redis, zone: &str, timeout: &str) -> GatewayBuilder {
     gateway(up)
         .extra(BEHIND_PROXY)
-        .extra(&format!(
-            "[rate_limit.api]\nrate = \"{rate}\"\nburst = {burst}\nnodelay = true\nshared = true\n"
-        ))
+        .extra(&format!("[rate_limit.api]\n{zone}\nshared = true\n"))
         .route("rate_limit = [\"api\"]")
         .extra(&format!(
             "[cluster]\nredis = \"{}\"\nkey_prefix = \"e2e:\"\ntimeout = \"250ms\"\nshared_timeout = \"{timeout}\"\n",
             redis.url()
         ))
+}
+
+/// One inline command to the test's Redis, its reply line (`:42`, `$-1`, ...).
+async fn redis_reply(redis: &Redis, command: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf))
+        .await
+        .expect("Redis answers")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
 }
 
 async fn metric_sum(gws: &[Gateway], name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -622,7 +630,16 @@ async fn cluster_shared_zone_holds_across_three_gateways() {
     let up = upstream().run().await;
     let mut gws = Vec::new();
     for _ in 0..3 {
-        gws.push(shared_member(&up, &redis, "1r/m", 5, "250ms").start().await);
+        gws.push(
+            shared_member(
+                &up,
+                &redis,
+                "rate = \"1r/m\"\nburst = 5\nnodelay = true",
+                "250ms",
+            )
+            .start()
+            .await,
+        );
     }
     for gw in &gws {
         wait_up(gw, 1.0).await;
@@ -669,6 +686,53 @@ async fn cluster_shared_zone_holds_across_three_gateways() {
     assert_eq!(fallbacks, 0.0);
     // Another client has its own bucket.
     assert_eq!(status_as(&gws[1], "203.0.113.71", "/ok").await, 200);
+    // The bucket expires once drained: excess 5 + 1 requests at 1r/m (16 milli-requests per
+    // second, truncated as nginx does) is 6,000 / 16 = 375 s.
+    let pttl = redis_reply(&redis, &format!("PTTL e2e:rl:api:{client}")).await;
+    let ms: u64 = pttl.trim_start_matches(':').parse().expect(&pttl);
+    assert!(ms > 370_000 && ms <= 375_000, "PTTL {pttl}");
+    // The zone's index counts both clients (the cap of max_clients).
+    assert_eq!(redis_reply(&redis, "ZCARD e2e:rl:api").await, ":2");
+}
+
+/// A shared zone without `nodelay` delays as nginx does, across the cluster: four requests
+/// at once over three gateways at 10r/s wait 0, 100, 200 and 300 ms (each gateway alone
+/// would have seen at most two, and delayed by 100 ms at most).
+#[tokio::test]
+async fn cluster_shared_zone_delays_to_the_cluster_wide_rate() {
+    let redis = Redis::start().await;
+    let up = upstream().run().await;
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        gws.push(
+            shared_member(&up, &redis, "rate = \"10r/s\"\nburst = 5", "250ms")
+                .start()
+                .await,
+        );
+    }
+    for gw in &gws {
+        wait_up(gw, 1.0).await;
+    }
+    let client = "203.0.113.73";
+    let started = Instant::now();
+    let requests = (0..4).map(|i| {
+        let gw = &gws[i % 3];
+        async move { (status_as(gw, client, "/ok").await, started.elapsed()) }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    let slowest = answers.iter().map(|(_, t)| *t).max().unwrap();
+    assert!(
+        slowest >= Duration::from_millis(250),
+        "the fourth request waited for the cluster-wide rate: {answers:?}"
+    );
+    let delayed = metric_sum(
+        &gws,
+        "portcullis_cluster_shared_total",
+        &[("result", "delayed")],
+    )
+    .await;
+    assert_eq!(delayed, 3.0);
 }
 
 /// Redis stopped (hung) and then killed: a request of a shared zone waits `shared_timeout`
@@ -678,7 +742,14 @@ async fn cluster_shared_zone_holds_across_three_gateways() {
 async fn cluster_shared_zone_fails_open_to_the_local_count_within_the_timeout() {
     let mut redis = Redis::start().await;
     let up = upstream().run().await;
-    let gw = shared_member(&up, &redis, "1r/m", 2, "50ms").start().await;
+    let gw = shared_member(
+        &up,
+        &redis,
+        "rate = \"1r/m\"\nburst = 2\nnodelay = true",
+        "50ms",
+    )
+    .start()
+    .await;
     wait_up(&gw, 1.0).await;
     let client = "203.0.113.72";
     assert_eq!(status_as(&gw, client, "/ok").await, 200);
