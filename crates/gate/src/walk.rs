@@ -88,8 +88,8 @@ pub struct SharedCheck {
 
 /// What the rate limits made of a request they did not refuse.
 enum Limited {
-    /// Forward it after `delay_ms`.
-    Forward { delay_ms: u64 },
+    /// Forward the request of the client keyed `key` after `delay_ms`.
+    Forward { key: IpAddr, delay_ms: u64 },
     /// Ask the cluster first.
     Ask(SharedCheck),
 }
@@ -174,7 +174,7 @@ impl Gate {
     pub fn begin(&self, req: &RequestFacts<'_>, walk: &mut Walk, obs: &impl Observer) -> Walked {
         Walked::Decided(match self.walk(req, walk, obs) {
             Ok(Limited::Ask(check)) => return Walked::AskCluster(check),
-            Ok(Limited::Forward { delay_ms }) => self.forward(walk, delay_ms, obs),
+            Ok(Limited::Forward { key, delay_ms }) => self.forward(walk, key, delay_ms, obs),
             Err(answer) => Step::Refuse(answer),
         })
     }
@@ -242,7 +242,7 @@ impl Gate {
         obs: &impl Observer,
     ) -> Step {
         self.report_passed(walk, enforced, key, delay_ms, obs);
-        self.forward(walk, delay_ms, obs)
+        self.forward(walk, key, delay_ms, obs)
     }
 
     /// Tells `obs` that each zone of `enforced` passed (or delayed) the request.
@@ -267,10 +267,7 @@ impl Gate {
     }
 
     /// The limits passed the request: the concurrency caps, then forward after `delay_ms`.
-    fn forward(&self, walk: &mut Walk, delay_ms: u64, obs: &impl Observer) -> Step {
-        let Some(key) = walk.key else {
-            return Step::Refuse(Answer::status(500));
-        };
+    fn forward(&self, walk: &mut Walk, key: IpAddr, delay_ms: u64, obs: &impl Observer) -> Step {
         if let Err(answer) = self.take_caps(walk, key, obs) {
             return Step::Refuse(answer);
         }
@@ -559,7 +556,7 @@ impl Gate {
     ) -> Result<Limited, Answer> {
         let zone_ids = &self.settings.routes[route].zones;
         if zone_ids.is_empty() {
-            return Ok(Limited::Forward { delay_ms: 0 });
+            return Ok(Limited::Forward { key, delay_ms: 0 });
         }
         let zone_rules = &self.settings.zones;
         let (dry, enforced): (SmallVec<[usize; 4]>, SmallVec<[usize; 4]>) = zone_ids
@@ -609,6 +606,7 @@ impl Gate {
         }
         self.report_passed(walk, &enforced, key, local_delay_ms, obs);
         Ok(Limited::Forward {
+            key,
             delay_ms: local_delay_ms,
         })
     }
