@@ -771,6 +771,54 @@ async fn request_headers_are_bounded_as_nginx_bounds_them() {
     assert_eq!(gw.metric("portcullis_malformed_total", &reason).await, 3.0);
 }
 
+/// Finding 10, header buffering: a connection buffers no more header than
+/// `large_client_header_buffers` accepts (plus one line), as nginx: a header that never ends is
+/// refused 400 after about 40 KiB, not read up to Pingora's 1 MiB. The client is still sending
+/// when the answer comes.
+#[tokio::test]
+async fn a_header_that_never_ends_is_refused_after_the_configured_size() {
+    let up = upstream().run().await;
+    let gw = gateway(&up).start().await;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n")
+        .await
+        .unwrap();
+    // 4 KiB fields, one after the other, up to 200 KiB: far under 1 MiB.
+    let field = format!("x-pad: {}\r\n", "p".repeat(4089));
+    let mut sent = 0;
+    while sent < 200 * 1024 {
+        if conn.write_all(field.as_bytes()).await.is_err() {
+            break; // refused and closed while we were still sending
+        }
+        sent += field.len();
+    }
+    // Refused: a 400, or (when the refusal met our unread bytes) a reset. Either way the
+    // connection ends; read up to 1 MiB, it would wait for the rest of the header.
+    let mut answer = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = conn.read(&mut chunk).await {
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection is still open after {sent} bytes of header"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(up.paths().is_empty());
+    assert!(
+        gw.metric("portcullis_malformed_total", &[("reason", "bad_header")])
+            .await
+            >= 1.0
+    );
+}
+
 /// Finding 10, request lengths: `Content-Length: 5, 5` or `+5` is refused 400 (the upstream
 /// might read another length than the gateway did); `0005` reaches the upstream as `5`.
 #[tokio::test]

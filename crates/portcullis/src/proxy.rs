@@ -264,6 +264,15 @@ impl ProxyHttp for Gateway {
         Some(self.runtime.load().settings.server.client_header_timeout)
     }
 
+    fn request_header_limit(&self) -> Option<usize> {
+        // nginx's large_client_header_buffers bounds what a connection buffers (4 x 8k by
+        // default). One line more is read, so a header just over the limit still gets nginx's
+        // exact answer from the walk (414 for the request line, 400 otherwise); past that
+        // Pingora stops reading and refuses it (400, malformed).
+        let server = &self.runtime.load().settings.server;
+        Some(server.max_header_bytes + server.max_header_line)
+    }
+
     fn persist_connection_context(
         &self,
         _session: &Session,

@@ -330,6 +330,10 @@ where
     {
         // phase 1 read request header
 
+        // portcullis patch: no more header buffered than the server accepts.
+        if let Some(limit) = self.inner.request_header_limit() {
+            downstream_session.set_max_header_size(limit);
+        }
         // portcullis patch: a deadline for the whole header (ProxyHttp::request_header_timeout),
         // counted from the accept on a new connection, after the keep-alive wait on a reused one.
         let deadline = self.inner.request_header_timeout().map(|t| match kept_alive {

@@ -164,6 +164,14 @@ pub trait ProxyHttp {
         None
     }
 
+    /// portcullis patch: the most bytes of a request header read before the request is
+    /// refused (as bytes that are not a header: [Self::request_refused()] with 400), so a
+    /// connection buffers no more header than the server accepts. `None` (the default):
+    /// Pingora's own 1 MiB.
+    fn request_header_limit(&self) -> Option<usize> {
+        None
+    }
+
     /// Returns whether this session is allowed to spawn subrequests.
     ///
     /// This function is checked after [Self::early_request_filter] to allow that filter to configure

@@ -385,6 +385,14 @@ impl Session {
         }
     }
 
+    /// portcullis patch: the most request header bytes an HTTP/1 session reads before it
+    /// refuses the request. A noop for the other kinds (h2 has its own header list limit).
+    pub fn set_max_header_size(&mut self, size: usize) {
+        if let Self::H1(s) = self {
+            s.set_max_header_size(size);
+        }
+    }
+
     /// Gets the downstream read timeout if set.
     pub fn get_read_timeout(&self) -> Option<Duration> {
         match self {

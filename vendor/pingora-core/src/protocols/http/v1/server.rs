@@ -102,6 +102,9 @@ pub struct HttpSession {
     /// timeouts:
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
+    /// portcullis patch: the most header bytes read before the request is refused
+    /// (`set_max_header_size`; `MAX_HEADER_SIZE` unless set).
+    max_header_size: usize,
     write_timeout: Option<Duration>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
@@ -187,6 +190,7 @@ impl HttpSession {
             response_written: None,
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
+            max_header_size: MAX_HEADER_SIZE,
             write_timeout: None,
             total_drain_timeout: None,
             body_bytes_sent: 0,
@@ -305,13 +309,13 @@ impl HttpSession {
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
         loop {
-            if already_read > MAX_HEADER_SIZE {
+            if already_read > self.max_header_size {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
                 return Error::e_explain(
                     InvalidHTTPHeader,
-                    format!("Request header larger than {MAX_HEADER_SIZE}"),
+                    format!("Request header larger than {}", self.max_header_size),
                 );
             }
 
@@ -1332,6 +1336,13 @@ impl HttpSession {
     /// to read from the stream after `timeout`.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
+    }
+
+    /// portcullis patch: refuses a request header once more than `size` bytes of it were read
+    /// (at most `MAX_HEADER_SIZE`), so a connection buffers no more header than the server
+    /// accepts (nginx's `large_client_header_buffers`).
+    pub fn set_max_header_size(&mut self, size: usize) {
+        self.max_header_size = size.min(MAX_HEADER_SIZE);
     }
 
     /// Gets the downstream read timeout.
