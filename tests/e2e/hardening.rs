@@ -738,6 +738,59 @@ async fn a_slow_http2_body_is_cut_before_the_upstream() {
     );
 }
 
+/// HTTP/2 item 3: a streamed h2 body (no length, so it goes on to the upstream as it comes)
+/// that stalls is cut after client_body_timeout, 408 as on HTTP/1, and the upstream
+/// connection it held is let go. (Pingora's h2 body reads had no timeout: the vendored
+/// pingora-core times them with the session's read timeout.)
+#[tokio::test]
+async fn a_stalled_streamed_http2_body_is_cut_and_lets_the_upstream_go() {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let released = Arc::new(AtomicUsize::new(0));
+    let ended = released.clone();
+    let addr = listen(move |mut stream| {
+        let ended = ended.clone();
+        async move {
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            ended.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .await;
+    let (gw, h2, port) = with_tls(gateway_to(addr).server("client_body_timeout = \"1s\"")).await;
+    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+        b"ten bytes.",
+    ))]);
+    let body = reqwest::Body::wrap_stream(first.chain(futures_util::stream::pending()));
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        h2.post(format!("https://localhost:{port}/upload"))
+            .body(body)
+            .send(),
+    )
+    .await
+    .expect("answered within 10 s")
+    .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 408);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let body = [("kind", "client_body")];
+    assert_eq!(
+        gw.metric("portcullis_client_timeouts_total", &body).await,
+        1.0
+    );
+    let let_go = eventually(Duration::from_secs(5), || async {
+        released.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    assert!(let_go, "the upstream connection is still held");
+}
+
 /// Finding 10, header sizes, as nginx's `large_client_header_buffers 4 8k`: a request line
 /// over 8 KiB is 414, a field over 8 KiB or a header over 32 KiB is 400; just under passes.
 #[tokio::test]

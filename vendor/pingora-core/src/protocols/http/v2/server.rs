@@ -346,6 +346,9 @@ pub struct HttpSession {
     total_drain_timeout: Option<Duration>,
     // portcullis patch: asks the connection's accept loop for a graceful GOAWAY.
     go_away: Option<Arc<Notify>>,
+    // portcullis patch: the longest wait between two reads of the request body, as HTTP/1's
+    // read timeout (nginx's client_body_timeout); `None`: no limit, Pingora's default.
+    read_timeout: Option<Duration>,
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -591,6 +594,7 @@ impl HttpSession {
             write_timeout: None,
             total_drain_timeout: None,
             go_away: None,
+            read_timeout: None,
         })))
     }
 
@@ -612,8 +616,21 @@ impl HttpSession {
 
     /// Read request body bytes. `None` when there is no more body to read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        // TODO: timeout
-        let data = self.request_body_reader.data().await.transpose().or_err(
+        // portcullis patch: each read within read_timeout (set_read_timeout).
+        let read = self.request_body_reader.data();
+        let data = match self.read_timeout {
+            Some(t) => match tokio::time::timeout(t, read).await {
+                Ok(data) => data,
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::ReadTimedout,
+                        format!("no request body bytes within {t:?}"),
+                    )
+                }
+            },
+            None => read.await,
+        };
+        let data = data.transpose().or_err(
             ErrorType::ReadError,
             "while reading downstream request body",
         )?;
@@ -683,6 +700,11 @@ impl HttpSession {
     /// to write to the stream after `timeout`.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.write_timeout = timeout;
+    }
+
+    /// portcullis patch: the longest wait between two reads of the request body.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
     }
 
     /// Get the write timeout.
