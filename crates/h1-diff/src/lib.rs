@@ -487,7 +487,13 @@ fn deliberate(bytes: &[u8], head_request: bool, why: &str) -> Option<Deliberate>
             Some(Deliberate::ChunkLineLimit)
         }
         "chunk:extension" => Some(Deliberate::ChunkExtensionByte),
-        "chunk:size" if matches!(line.first(), Some(b';' | b'\r')) => {
+        // No hex digit before the extension or the line end (`\r\n`, `;x`, ` \r\n`).
+        "chunk:size"
+            if !line
+                .iter()
+                .take_while(|b| !matches!(b, b';' | b'\r' | b'\n'))
+                .any(u8::is_ascii_hexdigit) =>
+        {
             Some(Deliberate::ChunkSizeWithoutDigits)
         }
         "chunk:trailers" => Some(Deliberate::TrailerSyntax),

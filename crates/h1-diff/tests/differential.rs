@@ -311,6 +311,12 @@ fn settled_disagreements_stay_settled() {
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;\nxx\r\n55\r\n0\r\n\r\n",
         Agreement::BothRefuse,
     );
+    // Found by the fuzzer in CI: an informational response whose Content-Length is no length
+    // was relayed by the fast path; Pingora refuses it.
+    agree(
+        b"HTTP/1.1 103 Early Hints\r\nContent-Length: Link: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        Agreement::BothRefuse,
+    );
     // Found by the fuzzer (a gap in the classification, not in the fast path): whitespace
     // before a colon in an informational response.
     assert_eq!(

@@ -82,11 +82,22 @@ pub fn parse<'h, 'b>(
         // status code), and the fast path wrote it to the client as `100`.
         0..=99 => return Parsed::Invalid,
         101 => return Parsed::Invalid,
+        // Found by the fuzzer: an informational response with a Content-Length that is no
+        // length (`Content-Length: Link: </a>`) was relayed; Pingora refuses it. Content-Length
+        // means nothing on a 1xx (RFC 9110 8.6), but an invalid one says the upstream is broken:
+        // 502 on both paths.
         100..=199 => {
+            let bad_length = fields.iter().any(|f| {
+                f.name.eq_ignore_ascii_case("content-length")
+                    && crate::content_length(f.value).is_none()
+            });
+            if bad_length {
+                return Parsed::Invalid;
+            }
             return Parsed::Informational {
                 len,
                 forward: status != 100,
-            }
+            };
         }
         _ => {}
     }
