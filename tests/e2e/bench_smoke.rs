@@ -102,7 +102,7 @@ fn bench_run_measures_every_part() {
 fn bench_run_memory_tracks_every_client() {
     let report = bench(
         "memory",
-        "18810",
+        "18850",
         &[("MEM_CLIENTS", "2000"), ("MEM_SECONDS", "3")],
     );
     // | tracked in the zone | tracked as offenders | RSS idle | RSS after | peak | per client | requests |
