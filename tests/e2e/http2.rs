@@ -204,8 +204,16 @@ async fn keepalive_requests_ends_an_http2_connection_with_goaway() {
     let ended = timeout(Duration::from_secs(5), conn).await;
     assert!(ended.is_ok(), "the connection did not end");
     let goaway = go_aways(&read);
-    // The final GOAWAY names the last request taken: stream 5, the third.
-    assert_eq!(goaway.last(), Some(&(5, 0)), "{goaway:?}");
+    // A graceful shutdown (h2's): GOAWAY with the highest stream id, a PING, then the final
+    // GOAWAY naming the last request taken (stream 5, the third). On a loaded machine the
+    // connection may end before the PING's answer: then the first one is all there is.
+    assert!(!goaway.is_empty(), "no GOAWAY");
+    assert!(
+        goaway
+            .iter()
+            .all(|&(last, code)| code == 0 && (last == 5 || last == 0x7fff_ffff)),
+        "{goaway:?}"
+    );
     assert_eq!(get(&mut send, "/first/3", "-").await, None);
     // A new connection serves the next ones.
     let (mut again, _conn, _) = h2_client(port).await;
