@@ -11,6 +11,8 @@
 #   localhost/portcullis-test-python      that base + Debian's python3 as `python` (compose: demo)
 #   localhost/portcullis-test-prometheus  that base + this machine's Debian prometheus binary, laid
 #                                         out like prom/prometheus (compose: prometheus)
+#   localhost/portcullis-test-redis       that base + Debian's redis-server, run like the official
+#                                         redis image (compose.cluster.yaml: redis)
 #
 # The caller sets P (the podman command) and CONTAINERS_CONF (local_images_conf writes one).
 # Each make_* function takes a scratch directory, returns 0 with the image present, or 1 with
@@ -20,6 +22,7 @@ LOCAL_DEBIAN=localhost/debian:bookworm-slim
 LOCAL_RUST=localhost/rust:1-bookworm
 LOCAL_PYTHON=localhost/portcullis-test-python:1
 LOCAL_PROMETHEUS=localhost/portcullis-test-prometheus:1
+LOCAL_REDIS=localhost/portcullis-test-redis:1
 LOCAL_IMAGES_ERR=""
 
 # local_images_conf FILE: the containers.conf these machines need (cgroups v1 in hybrid mode
@@ -168,5 +171,31 @@ LABEL portcullis.prometheus="$version"
 EOF
   if ! nice -n 15 $P build -q --format docker --network host -t $LOCAL_PROMETHEUS "$ctx" >"$1/prometheus-image.log" 2>&1; then
     LOCAL_IMAGES_ERR="building $LOCAL_PROMETHEUS failed: $(tail -3 "$1/prometheus-image.log")"; return 1
+  fi
+}
+
+# make_redis_image DIR: the official redis image runs `redis-server` with its built-in defaults
+# (no config file, every interface) as user redis in /data, with protected mode off (it patches
+# the default: in a container, clients come from other containers, never from loopback). The
+# same here with Debian's redis-server; protected mode is turned off on the command line.
+make_redis_image() {
+  [ "$(_label_of $LOCAL_REDIS portcullis.test-standin)" = redis-1 ] && return 0
+  make_debian_base "$1" || return 1
+  local ctx=$1/redis-ctx
+  mkdir -p "$ctx"
+  cat >"$ctx/Containerfile" <<EOF
+FROM $LOCAL_DEBIAN
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends redis-server \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && install -d -o redis -g redis /data
+USER redis
+WORKDIR /data
+EXPOSE 6379
+CMD ["redis-server", "--protected-mode", "no"]
+LABEL portcullis.test-standin=redis-1
+EOF
+  if ! nice -n 15 $P build -q --format docker --network host -t $LOCAL_REDIS "$ctx" >"$1/redis-image.log" 2>&1; then
+    LOCAL_IMAGES_ERR="building $LOCAL_REDIS failed: $(tail -3 "$1/redis-image.log")"; return 1
   fi
 }
