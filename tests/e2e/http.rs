@@ -255,6 +255,107 @@ async fn a_chunked_body_is_cut_off_with_413_once_it_passes_the_limit() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
 }
 
+/// nginx's lingering close: a client that sends its whole too-large body before it reads
+/// the answer, as Python's `requests` does, gets to read the 413. Closing with the body
+/// unread makes the kernel reset the connection, so such a client's next write fails and it
+/// reports "connection reset" instead of the answer (16 MiB is more than loopback's socket
+/// buffers hold, so without lingering the write fails every time).
+#[tokio::test]
+async fn a_client_that_sends_a_too_large_body_whole_reads_the_413() {
+    let up = upstream().run().await;
+    let gw = gateway(&up)
+        .route("client_max_body_size = \"1k\"")
+        .start()
+        .await;
+    let body = vec![b'x'; 16 << 20];
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nhost: api\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(&body)
+            .await
+            .expect("the whole body is taken, not reset");
+        let mut answer = Vec::new();
+        timeout(Duration::from_secs(5), conn.read_to_end(&mut answer))
+            .await
+            .expect("closed after the answer")
+            .expect("the answer, not a reset");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    }
+    assert!(up.seen().is_empty(), "nothing reached the upstream");
+    let lingering = &[("kind", "lingering")];
+    assert_eq!(
+        gw.metric("portcullis_client_timeouts_total", lingering)
+            .await,
+        0.0
+    );
+}
+
+/// The lingering read is bounded: after the answer, a client that stops sending is closed
+/// `lingering_timeout` after its last byte, and one that keeps trickling is closed at
+/// `lingering_time`, each counted in `portcullis_client_timeouts_total{kind="lingering"}`.
+#[tokio::test]
+async fn a_lingering_close_ends_at_lingering_timeout_and_lingering_time() {
+    let up = upstream().run().await;
+    let gw = gateway(&up)
+        .route("client_max_body_size = \"1k\"")
+        .server("lingering_timeout = \"1s\"\nlingering_time = \"3s\"")
+        .start()
+        .await;
+    let head = b"POST /upload HTTP/1.1\r\nhost: api\r\ncontent-length: 16777216\r\n\r\n";
+    let lingering = &[("kind", "lingering")];
+    let cut_after = |want: f64| {
+        let gw = &gw;
+        async move {
+            let started = std::time::Instant::now();
+            assert!(
+                eventually(Duration::from_secs(8), || async {
+                    gw.metric("portcullis_client_timeouts_total", lingering)
+                        .await
+                        == want
+                })
+                .await,
+                "the lingering read was never cut"
+            );
+            started.elapsed()
+        }
+    };
+
+    // Sends a little of the body, then nothing: cut lingering_timeout later.
+    let (mut conn, _, text) = send_raw(gw.port, head, b"\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    conn.write_all(&[b'x'; 1024]).await.unwrap();
+    // The answer is whole: the gateway's side of the connection is shut down at once.
+    assert!(closed_within(&mut conn, Duration::from_secs(1)).await);
+    let took = cut_after(1.0).await;
+    assert!(took >= Duration::from_millis(700), "cut after {took:?}");
+
+    // Keeps sending a byte every 100 ms: cut at lingering_time, not before.
+    let (mut conn, _, text) = send_raw(gw.port, head, b"\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    let started = std::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if conn.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    cut_after(2.0).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2_700) && took < Duration::from_secs(8),
+        "cut after {took:?}"
+    );
+    trickle.abort();
+    assert!(up.seen().is_empty(), "nothing reached the upstream");
+}
+
 /// nginx's `keepalive_timeout`: an idle client connection is closed, not kept forever.
 #[tokio::test]
 async fn an_idle_keepalive_connection_is_closed_after_keepalive_timeout() {

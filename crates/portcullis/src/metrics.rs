@@ -27,7 +27,8 @@ pub struct Metrics {
     /// `portcullis_fast_path_handoffs_total`: connections it handed to Pingora's `HttpProxy`.
     pub fast_path_handoffs: IntCounter,
     /// `portcullis_client_timeouts_total{kind}`: client connections cut because a time bound
-    /// passed: `send` (send_timeout), `client_body` (client_body_timeout).
+    /// passed: `send` (send_timeout), `client_body` (client_body_timeout), `h2_preface`
+    /// (client_header_timeout), `lingering` (lingering_time or lingering_timeout).
     pub client_timeouts: IntCounterVec,
     /// `portcullis_h2_floods_total{frame}`: HTTP/2 connections closed with GOAWAY
     /// ENHANCE_YOUR_CALM, by what flooded (`h2guard::Flood`).
@@ -100,7 +101,7 @@ impl Metrics {
             .expect("register portcullis_fast_path_handoffs_total"),
             client_timeouts: register_int_counter_vec!(
                 "portcullis_client_timeouts_total",
-                "Client connections cut at a time bound, by kind (send, client_body).",
+                "Client connections cut at a time bound, by kind (send, client_body, h2_preface, lingering).",
                 &["kind"]
             )
             .expect("register portcullis_client_timeouts_total"),
@@ -123,7 +124,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         // Every kind exported from the start at 0, so a dashboard shows 0, not "no data".
-        for kind in ["send", "client_body", "h2_preface"] {
+        for kind in ["send", "client_body", "h2_preface", "lingering"] {
             m.client_timeouts.with_label_values(&[kind]);
         }
         for flood in crate::h2guard::Flood::ALL {

@@ -637,14 +637,72 @@ impl ProxyHttp for Gateway {
             None if ctx.client_gone => 499,
             None => 0,
         };
-        if let Some(rt) = ctx.rt.as_ref() {
+        if let Some(rt) = ctx.rt.clone() {
             let sent = session.body_bytes_sent();
             rt.finish(&ctx.walk, status, sent, || {
                 RequestLine::of(session.req_header())
             });
+            // The request is over: its in-flight slots go before the lingering read.
+            ctx.walk.inflight.clear();
+            if lingers(session, ctx) {
+                linger(session, &rt.settings.server).await;
+            }
         }
         ctx.walk.inflight.clear();
     }
+}
+
+/// Whether a connection about to close should first read what is left of the request body
+/// (nginx's `lingering_close`): an HTTP/1 connection, not kept alive, whose request was
+/// answered before its body was read whole, from a client that is still sending it. Closing
+/// a socket with unread bytes makes the kernel send a reset, which can reach the client
+/// before it reads the answer: a 413 becomes "connection reset" in the client's hands.
+/// Not for a connection dropped on purpose (444), a client banned or denied, or a malformed
+/// request (nginx does not linger after a 400 either), and not for `Expect: 100-continue`
+/// with nothing read: that client sends no body until told to.
+fn lingers(session: &mut Session, ctx: &RequestCtx) -> bool {
+    if session.is_http2()
+        || session.get_keepalive().is_some()
+        || ctx.drop_connection
+        || ctx.client_gone
+        || matches!(
+            ctx.walk.decision,
+            Decision::Banned | Decision::Denied | Decision::Malformed
+        )
+    {
+        return false;
+    }
+    let waits_for_continue = session.body_bytes_read() == 0
+        && session
+            .req_header()
+            .headers
+            .get("expect")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    !waits_for_continue && !session.is_body_done()
+}
+
+/// Ends the response side (FIN, so the client sees the answer end), then reads and discards
+/// the rest of the body: each read within `lingering_timeout`, all within `lingering_time`.
+async fn linger(session: &mut Session, server: &crate::config::ServerSettings) {
+    if server.lingering_time.is_zero() {
+        return;
+    }
+    let started = Instant::now();
+    // On HTTP/1 (the only case here) this shuts down the sending side only.
+    session.shutdown().await;
+    session.set_read_timeout(Some(server.lingering_timeout));
+    session.set_total_drain_timeout(Some(server.lingering_time));
+    let drained = session.drain_request_body().await;
+    if drained
+        .as_ref()
+        .is_err_and(|e| *e.etype() == ErrorType::ReadTimedout)
+    {
+        Metrics::get()
+            .client_timeouts
+            .with_label_values(&["lingering"])
+            .inc();
+    }
+    tracing::debug!(took = ?started.elapsed(), ok = drained.is_ok(), "lingering close");
 }
 
 /// The last-moment ban refusal as an error, for the phases that can no longer write a response

@@ -152,6 +152,11 @@ pub struct ServerSettings {
     /// Most time between two writes to a client (nginx's `send_timeout`): a client that stops
     /// reading is closed, and stops holding its upstream connection.
     pub send_timeout: Duration,
+    /// Most time a closing HTTP/1 connection keeps reading (and discarding) a request body
+    /// that was answered without being read (nginx's `lingering_time`); zero: no lingering.
+    pub lingering_time: Duration,
+    /// Most time between two of those reads (nginx's `lingering_timeout`).
+    pub lingering_timeout: Duration,
     /// Pass on header fields whose name holds an underscore (nginx's
     /// `underscores_in_headers`, off by default: such fields are dropped).
     pub underscores_in_headers: bool,

@@ -49,6 +49,8 @@ pub struct RawServer {
     pub client_header_timeout: Option<String>,
     pub client_body_timeout: Option<String>,
     pub send_timeout: Option<String>,
+    pub lingering_time: Option<String>,
+    pub lingering_timeout: Option<String>,
     pub underscores_in_headers: Option<bool>,
     pub proxy_request_buffering: Option<bool>,
     pub large_client_header_buffers: Option<String>,

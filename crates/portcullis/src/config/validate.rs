@@ -427,6 +427,16 @@ fn server(c: &mut Check, s: &RawServer, resolve_path: &dyn Fn(&str) -> PathBuf) 
             s.send_timeout.as_deref(),
             Duration::from_secs(60),
         ),
+        lingering_time: c.duration(
+            "server.lingering_time",
+            s.lingering_time.as_deref(),
+            Duration::from_secs(30),
+        ),
+        lingering_timeout: c.duration(
+            "server.lingering_timeout",
+            s.lingering_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
         underscores_in_headers: s.underscores_in_headers.unwrap_or(false),
         max_header_line: header_buffers.1,
         max_header_bytes: header_buffers.0 * header_buffers.1,
@@ -456,6 +466,7 @@ fn server(c: &mut Check, s: &RawServer, resolve_path: &dyn Fn(&str) -> PathBuf) 
         ("client_header_timeout", server.client_header_timeout),
         ("client_body_timeout", server.client_body_timeout),
         ("send_timeout", server.send_timeout),
+        ("lingering_timeout", server.lingering_timeout),
     ] {
         if value.is_zero() {
             c.err(
