@@ -137,12 +137,18 @@ async fn logging_upstream() -> (SocketAddr, Arc<Mutex<Seen>>) {
     (addr, seen)
 }
 
-/// Sends `raw`, then a plain request with `Connection: close` (tagged `end`) so the gateway
-/// closes once it has answered everything, and reads until it does (10 s at most). Closing
-/// the sending side instead would not do: Pingora takes a client's EOF for a client gone.
-async fn replay(port: u16, raw: &[u8]) -> Vec<u8> {
+/// Sends case `n` (`raw`, tagged), then on the same connection a plain request with
+/// `Connection: close` (tagged `N&end`), so the gateway closes once it has answered
+/// everything, and reads until it does (10 s at most). Closing the sending side instead would
+/// not do: Pingora takes a client's EOF for a client gone. The follow-up is where a
+/// misframed case shows: bytes the gateway left over, or took from it, change the follow-up.
+async fn replay(port: u16, raw: &[u8], n: usize) -> Vec<u8> {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let _ = conn.write_all(raw).await;
+    let mut sent = tagged(raw, n);
+    sent.extend_from_slice(
+        format!("GET /?tag={n}&end HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let _ = conn.write_all(&sent).await;
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
     while let Ok(Ok(n)) = timeout(Duration::from_secs(10), conn.read(&mut chunk)).await {
@@ -204,17 +210,13 @@ async fn replay_all(cases: &[(String, Vec<u8>)], most: usize) {
     let (upstream, seen) = logging_upstream().await;
     let gw = gateway_to(upstream).start().await;
     for (n, (_, raw)) in cases.iter().enumerate() {
-        replay(gw.port, &tagged(raw, n)).await;
+        replay(gw.port, raw, n).await;
     }
     // A last plain request through the same pool: by its answer, the cases' requests are in.
     let last = cases.len();
-    let got = replay(
-        gw.port,
-        &tagged(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n", last),
-    )
-    .await;
+    let got = replay(gw.port, b"GET / HTTP/1.1\r\nHost: api\r\n\r\n", last).await;
     assert!(
-        got.starts_with(b"HTTP/1.1 200"),
+        got.starts_with(b"HTTP/1.1 200") && got.ends_with(b"ok"),
         "{:?}",
         String::from_utf8_lossy(&got)
     );
@@ -234,10 +236,15 @@ async fn replay_all(cases: &[(String, Vec<u8>)], most: usize) {
         String::from_utf8_lossy(&log.bytes)
     );
     let mut per_case = vec![0usize; cases.len() + 1];
-    let mut followers = 0;
+    let mut followers = vec![0usize; cases.len() + 1];
     for target in &log.targets {
-        if target.ends_with("&end") {
-            followers += 1;
+        if let Some(n) = target
+            .strip_suffix("&end")
+            .and_then(|t| t.strip_prefix("/?tag="))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n <= cases.len())
+        {
+            followers[n] += 1;
             continue;
         }
         match case_of(target) {
@@ -250,10 +257,21 @@ async fn replay_all(cases: &[(String, Vec<u8>)], most: usize) {
     }
     for (n, count) in per_case[..cases.len()].iter().enumerate() {
         assert!(*count <= most, "{count} requests out\n{}", shown(n));
+        assert!(
+            followers[n] <= 1,
+            "the follow-up went out twice\n{}",
+            shown(n)
+        );
     }
+    assert_eq!(
+        followers[cases.len()],
+        1,
+        "the last plain request's follow-up"
+    );
     let forwarded: usize = per_case[..cases.len()].iter().sum();
+    let followed: usize = followers[..cases.len()].iter().sum();
     eprintln!(
-        "{} cases, {forwarded} requests forwarded, {followers} follow-up requests",
+        "{} cases, {forwarded} requests forwarded, {followed} follow-up requests forwarded intact",
         cases.len()
     );
 }
