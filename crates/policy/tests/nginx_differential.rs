@@ -30,8 +30,8 @@
 //! The hold time nginx logs must be the engine's delay (not early; late within a tolerance,
 //! with one re-run of a scenario whose only problem is lateness).
 //!
-//! Without nginx (`/usr/sbin/nginx` or `$NGINX`) the test prints `SKIPPED` and passes;
-//! `scripts/setup` installs it.
+//! It needs nginx (`/usr/sbin/nginx` or `$NGINX`), which `scripts/setup` installs; without it
+//! the test fails, it is not skipped.
 
 use portcullis_policy::limiter::{simulate, Decision, Delay, Rate, Zone, ZoneSettings};
 use std::collections::{HashMap, HashSet};
@@ -866,10 +866,8 @@ fn check_scenario(binary: &Path, scenario: &Scenario) -> (Vec<String>, Vec<Strin
 
 #[test]
 fn limiter_decides_like_nginx() {
-    let Some(binary) = nginx_binary() else {
-        eprintln!("SKIPPED: nginx not installed; run scripts/setup");
-        return;
-    };
+    let binary = nginx_binary()
+        .expect("nginx is not installed (/usr/sbin/nginx or $NGINX): run scripts/setup");
     let began = Instant::now();
     let mut failures = Vec::new();
     for scenario in scenarios() {
