@@ -41,6 +41,14 @@ CONF
 
 _label_of() { $P image inspect --format "{{index .Labels \"$2\"}}" "$1" 2>/dev/null || true; }
 
+# _build TAG CONTEXT LOG: builds CONTEXT's Containerfile as TAG (niced, output in LOG); on
+# failure, 1 with the log's last lines in LOCAL_IMAGES_ERR.
+_build() {
+  nice -n 15 $P build -q --format docker --network host -t "$1" "$2" >"$3" 2>&1 && return 0
+  LOCAL_IMAGES_ERR="building $1 failed: $(tail -3 "$3")"
+  return 1
+}
+
 # make_debian_base DIR
 make_debian_base() {
   [ "$(_label_of $LOCAL_DEBIAN portcullis.test-base)" = 2 ] && return 0
@@ -123,10 +131,7 @@ RUN mkdir -p /usr/local/cargo/bin \\
  && cargo --version && rustc --version
 LABEL portcullis.rustc="$version, Cargo.lock $lock"
 EOF
-  if ! nice -n 15 $P build -q --format docker --network host -t $LOCAL_RUST "$ctx" >"$1/rust-image.log" 2>&1; then
-    LOCAL_IMAGES_ERR="building $LOCAL_RUST failed: $(tail -3 "$1/rust-image.log")"
-    rm -rf "$ctx"; return 1
-  fi
+  _build $LOCAL_RUST "$ctx" "$1/rust-image.log" || { rm -rf "$ctx"; return 1; }
   rm -rf "$ctx"
 }
 
@@ -143,9 +148,7 @@ RUN apt-get update \\
  && rm -rf /var/lib/apt/lists/*
 LABEL portcullis.test-standin=python-1
 EOF
-  if ! nice -n 15 $P build -q --format docker --network host -t $LOCAL_PYTHON "$ctx" >"$1/python-image.log" 2>&1; then
-    LOCAL_IMAGES_ERR="building $LOCAL_PYTHON failed: $(tail -3 "$1/python-image.log")"; return 1
-  fi
+  _build $LOCAL_PYTHON "$ctx" "$1/python-image.log"
 }
 
 # make_prometheus_image DIR: prom/prometheus runs /bin/prometheus as nobody in /prometheus, and
@@ -169,9 +172,7 @@ ENTRYPOINT ["/bin/prometheus"]
 CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
 LABEL portcullis.prometheus="$version"
 EOF
-  if ! nice -n 15 $P build -q --format docker --network host -t $LOCAL_PROMETHEUS "$ctx" >"$1/prometheus-image.log" 2>&1; then
-    LOCAL_IMAGES_ERR="building $LOCAL_PROMETHEUS failed: $(tail -3 "$1/prometheus-image.log")"; return 1
-  fi
+  _build $LOCAL_PROMETHEUS "$ctx" "$1/prometheus-image.log"
 }
 
 # make_redis_image DIR: the official redis image runs `redis-server` with its built-in defaults
@@ -195,7 +196,5 @@ EXPOSE 6379
 CMD ["redis-server", "--protected-mode", "no"]
 LABEL portcullis.test-standin=redis-1
 EOF
-  if ! nice -n 15 $P build -q --format docker --network host -t $LOCAL_REDIS "$ctx" >"$1/redis-image.log" 2>&1; then
-    LOCAL_IMAGES_ERR="building $LOCAL_REDIS failed: $(tail -3 "$1/redis-image.log")"; return 1
-  fi
+  _build $LOCAL_REDIS "$ctx" "$1/redis-image.log"
 }
