@@ -17,10 +17,23 @@ struct Redis {
     dir: tempfile::TempDir,
 }
 
-fn redis_binary() -> &'static str {
+/// Debian's redis-server, or the server `PORTCULLIS_REDIS_SERVER` names (scripts/test runs
+/// these tests again with Valkey's; a relative path is from the repository root).
+fn redis_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("PORTCULLIS_REDIS_SERVER") {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let path = root.join(path);
+        assert!(
+            path.exists(),
+            "PORTCULLIS_REDIS_SERVER: no {}",
+            path.display()
+        );
+        return path;
+    }
     ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
         .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
         .expect("redis-server is not installed: run scripts/setup")
 }
 
