@@ -421,6 +421,17 @@ fn deliberate(bytes: &[u8], head_request: bool, why: &str) -> Option<Deliberate>
                 if httparse::Response::new(&mut f).parse(&bytes[at..]).is_err() {
                     return Some(Deliberate::LenientHeaderSyntax);
                 }
+                // A length that is no length beside Transfer-Encoding (found by the fuzzer):
+                // Pingora lets Transfer-Encoding win and never reads the length; the fast path
+                // refuses it on any 1xx.
+                let named = |n: &str| r.headers.iter().any(|h| h.name.eq_ignore_ascii_case(n));
+                let bad_length = r.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("content-length")
+                        && portcullis_h1::content_length(h.value).is_none()
+                });
+                if named("transfer-encoding") && bad_length {
+                    return Some(Deliberate::TransferEncodingWithLength);
+                }
                 at += n
             }
             _ => break,

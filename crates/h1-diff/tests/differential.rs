@@ -324,6 +324,17 @@ fn settled_disagreements_stay_settled() {
             .unwrap_or_else(|d| panic!("{d}")),
         Agreement::Deliberate(portcullis_h1_diff::Deliberate::LenientHeaderSyntax)
     );
+    // Found by the fuzzer (a gap in the classification): an informational response with
+    // Transfer-Encoding and a Content-Length that is no length. Pingora lets Transfer-Encoding
+    // win and never reads the length; the fast path refuses the length, as for any 1xx.
+    assert_eq!(
+        response(
+            b"HTTP/1.1 199 OK\r\nTransfer-Encoding: cl\xff\r\nContent-Length: 5cl5close\r\n\r\n",
+            true
+        )
+        .unwrap_or_else(|d| panic!("{d}")),
+        Agreement::Deliberate(portcullis_h1_diff::Deliberate::TransferEncodingWithLength)
+    );
     // Requests: `Host: a@evil` is refused by Pingora (400); the fast path served it.
     assert_eq!(
         request(b"GET / HTTP/1.1\r\nHost: a@evil\r\n\r\n").unwrap_or_else(|d| panic!("{d}")),
