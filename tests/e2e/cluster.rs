@@ -149,26 +149,27 @@ async fn wait_up(gw: &Gateway, want: f64) {
 
 /// Whether every gateway in `gws` refuses `client` within `limit`.
 async fn all_refuse(gws: &[Gateway], client: &str, limit: Duration) -> bool {
-    for gw in gws {
-        let refused = eventually(limit, || async {
-            status_as(gw, client, "/ok").await == 403
-        })
-        .await;
-        if !refused {
-            return false;
-        }
-    }
-    true
+    all_answer(gws.iter(), client, 403, limit).await
 }
 
 /// Whether every gateway in `gws` lets `client` through within `limit`.
 async fn all_admit(gws: &[&Gateway], client: &str, limit: Duration) -> bool {
+    all_answer(gws.iter().copied(), client, 200, limit).await
+}
+
+/// Whether every gateway answers `client`'s GET /ok with `status` within `limit`.
+async fn all_answer<'g>(
+    gws: impl Iterator<Item = &'g Gateway>,
+    client: &str,
+    status: u16,
+    limit: Duration,
+) -> bool {
     for gw in gws {
-        let admitted = eventually(limit, || async {
-            status_as(gw, client, "/ok").await == 200
+        let answered = eventually(limit, || async {
+            status_as(gw, client, "/ok").await == status
         })
         .await;
-        if !admitted {
+        if !answered {
             return false;
         }
     }
