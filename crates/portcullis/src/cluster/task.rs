@@ -153,14 +153,18 @@ fn offline(message: Outgoing, pending_unbans: &mut Vec<(IpNet, u64)>) {
     }
 }
 
-async fn connect(ctx: &Context) -> Result<(MultiplexedConnection, redis::aio::PubSub), RedisError> {
+/// A command connection whose connect and every answer are bounded by `timeout`.
+async fn multiplexed(ctx: &Context) -> Result<MultiplexedConnection, RedisError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(ctx.timeout))
         .set_response_timeout(Some(ctx.timeout));
-    let conn = ctx
-        .client
+    ctx.client
         .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+        .await
+}
+
+async fn connect(ctx: &Context) -> Result<(MultiplexedConnection, redis::aio::PubSub), RedisError> {
+    let conn = multiplexed(ctx).await?;
     let mut pubsub = within(ctx.timeout, ctx.client.get_async_pubsub()).await?;
     within(ctx.timeout, pubsub.subscribe(ctx.keys.channel())).await?;
     Ok((conn, pubsub))
@@ -169,14 +173,7 @@ async fn connect(ctx: &Context) -> Result<(MultiplexedConnection, redis::aio::Pu
 /// The connection of `shared = true` zones, with their script loaded (so a request never
 /// pays for loading it); `None` when Redis refused it (shared zones then count locally).
 async fn shared_connection(ctx: &Context) -> Option<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(ctx.timeout))
-        .set_response_timeout(Some(ctx.timeout));
-    let connected = ctx
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await;
-    let mut conn = match connected {
+    let mut conn = match multiplexed(ctx).await {
         Ok(conn) => conn,
         Err(e) => {
             ClusterMetrics::get().error(ErrorKind::of(&e));
