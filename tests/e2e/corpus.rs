@@ -31,9 +31,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,7 +39,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -51,49 +49,11 @@ use crate::support::*;
 #[derive(Default)]
 struct Seen {
     /// Every byte it received, all connections.
-    bytes: Vec<u8>,
+    bytes: Arc<Mutex<Vec<u8>>>,
     /// The target of each request it parsed.
     targets: Vec<String>,
     /// Connections its parser gave up on.
     errors: Vec<String>,
-}
-
-/// An upstream connection that logs what it reads.
-struct Logged {
-    inner: TcpStream,
-    seen: Arc<Mutex<Seen>>,
-}
-
-impl AsyncRead for Logged {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = read {
-            let new = buf.filled()[before..].to_vec();
-            self.seen.lock().unwrap().bytes.extend_from_slice(&new);
-        }
-        read
-    }
-}
-
-impl AsyncWrite for Logged {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// hyper's strict HTTP/1.1 server, logging every byte and request.
@@ -119,9 +79,9 @@ async fn logging_upstream() -> (SocketAddr, Arc<Mutex<Seen>>) {
             }
         });
         async move {
-            let io = TokioIo::new(Logged {
+            let io = TokioIo::new(Tap {
                 inner: stream,
-                seen: log.clone(),
+                read: log.lock().unwrap().bytes.clone(),
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
@@ -233,7 +193,7 @@ async fn replay_all(cases: &[(String, Vec<u8>)], most: usize) {
         log.errors.is_empty(),
         "upstream parse errors {:?}\nupstream got {:?}",
         log.errors,
-        String::from_utf8_lossy(&log.bytes)
+        String::from_utf8_lossy(&log.bytes.lock().unwrap())
     );
     let mut per_case = vec![0usize; cases.len() + 1];
     let mut followers = vec![0usize; cases.len() + 1];
@@ -251,7 +211,7 @@ async fn replay_all(cases: &[(String, Vec<u8>)], most: usize) {
             Some(n) if n <= cases.len() => per_case[n] += 1,
             _ => panic!(
                 "a request no case sent reached the upstream: {target}\nupstream got {:?}",
-                String::from_utf8_lossy(&log.bytes)
+                String::from_utf8_lossy(&log.bytes.lock().unwrap())
             ),
         }
     }
