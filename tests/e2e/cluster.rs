@@ -130,10 +130,14 @@ async fn start_all(builders: impl IntoIterator<Item = GatewayBuilder>) -> Vec<Ga
     for builder in builders {
         gws.push(builder.start().await);
     }
-    for gw in &gws {
-        wait_up(gw, 1.0).await;
-    }
+    wait_all_up(&gws, 1.0).await;
     gws
+}
+
+async fn wait_all_up(gws: &[Gateway], want: f64) {
+    for gw in gws {
+        wait_up(gw, want).await;
+    }
 }
 
 async fn wait_up(gw: &Gateway, want: f64) {
@@ -210,6 +214,14 @@ fn seen_from(up: &Upstream, client: &str) -> usize {
         .iter()
         .filter(|s| s.headers.get("x-forwarded-for").map(String::as_str) == Some(client))
         .count()
+}
+
+/// `scanner` gets `maxretry` upstream 404s from `gw` alone, and is then refused by it.
+async fn banned_alone(gw: &Gateway, scanner: &str) {
+    for i in 0..MAXRETRY {
+        assert_eq!(status_as(gw, scanner, &format!("/missing/{i}")).await, 404);
+    }
+    assert_eq!(status_as(gw, scanner, "/ok").await, 403);
 }
 
 /// Sends a scanner round-robin over `gws` until one refuses it (bounded), as a load
@@ -382,9 +394,7 @@ async fn cluster_c_redis_killed_every_gateway_keeps_serving_and_banning() {
     assert!(all_refuse(&gws, before, Duration::from_secs(1)).await);
 
     redis.kill9();
-    for gw in &gws {
-        wait_up(gw, 0.0).await;
-    }
+    wait_all_up(&gws, 0.0).await;
     for gw in &gws {
         assert_eq!(
             status_as(gw, "203.0.113.60", "/ok").await,
@@ -395,13 +405,7 @@ async fn cluster_c_redis_killed_every_gateway_keeps_serving_and_banning() {
     }
     // A scanner on one gateway alone is banned there as without a cluster.
     let scanner = "203.0.113.61";
-    for i in 0..MAXRETRY {
-        assert_eq!(
-            status_as(&gws[1], scanner, &format!("/missing/{i}")).await,
-            404
-        );
-    }
-    assert_eq!(status_as(&gws[1], scanner, "/ok").await, 403);
+    banned_alone(&gws[1], scanner).await;
     // Time for a few reconnection attempts: the change is logged once, not per attempt.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for gw in &gws {
@@ -425,17 +429,9 @@ async fn cluster_d_redis_restarted_bans_converge() {
     cli(&gws[0], &["bans", "add", before]);
     assert!(all_refuse(&gws, before, Duration::from_secs(1)).await);
     redis.kill9();
-    for gw in &gws {
-        wait_up(gw, 0.0).await;
-    }
+    wait_all_up(&gws, 0.0).await;
     let scanner = "203.0.113.70";
-    for i in 0..MAXRETRY {
-        assert_eq!(
-            status_as(&gws[2], scanner, &format!("/missing/{i}")).await,
-            404
-        );
-    }
-    assert_eq!(status_as(&gws[2], scanner, "/ok").await, 403);
+    banned_alone(&gws[2], scanner).await;
     assert_eq!(
         status_as(&gws[0], scanner, "/ok").await,
         200,
@@ -443,9 +439,7 @@ async fn cluster_d_redis_restarted_bans_converge() {
     );
 
     redis.restart().await;
-    for gw in &gws {
-        wait_up(gw, 1.0).await;
-    }
+    wait_all_up(&gws, 1.0).await;
     // Written back by the gateway that made it, then published to the others.
     assert!(all_refuse(&gws, scanner, Duration::from_secs(2)).await);
     assert!(all_refuse(&gws, before, Duration::from_secs(1)).await);
@@ -577,9 +571,7 @@ async fn cluster_soak_sixty_seconds_with_redis_restarted_twice() {
     for t in tasks {
         t.await.expect("a traffic task failed");
     }
-    for gw in gws.iter() {
-        wait_up(gw, 1.0).await;
-    }
+    wait_all_up(&gws, 1.0).await;
     let banned: Vec<String> = banned.lock().unwrap().iter().cloned().collect();
     assert!(banned.len() > 50, "only {} bans made", banned.len());
     // No lost ban: every gateway refuses every client banned anywhere (converged).
