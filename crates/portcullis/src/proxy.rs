@@ -637,18 +637,19 @@ impl ProxyHttp for Gateway {
             None if ctx.client_gone => 499,
             None => 0,
         };
-        if let Some(rt) = ctx.rt.clone() {
-            let sent = session.body_bytes_sent();
-            rt.finish(&ctx.walk, status, sent, || {
-                RequestLine::of(session.req_header())
-            });
-            // The request is over: its in-flight slots go before the lingering read.
+        let Some(rt) = ctx.rt.clone() else {
             ctx.walk.inflight.clear();
-            if lingers(session, ctx) {
-                linger(session, &rt.settings.server).await;
-            }
-        }
+            return;
+        };
+        let sent = session.body_bytes_sent();
+        rt.finish(&ctx.walk, status, sent, || {
+            RequestLine::of(session.req_header())
+        });
+        // The request is over: its in-flight slots go before any lingering read.
         ctx.walk.inflight.clear();
+        if lingers(session, ctx) {
+            linger(session, &rt.settings.server).await;
+        }
     }
 }
 
